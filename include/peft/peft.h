@@ -1,0 +1,13 @@
+/* libpeft — fine-tuning transformer language models on the CPU.
+ * This header includes the whole public API. */
+#ifndef PEFT_PEFT_H
+#define PEFT_PEFT_H
+
+#include "export.h"
+#include "version.h"
+#include "core.h"
+#include "tensor.h"
+#include "autograd.h"
+#include "ops.h"
+
+#endif /* PEFT_PEFT_H */

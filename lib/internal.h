@@ -1,0 +1,234 @@
+/* libpeft — internal declarations shared by the files under lib/. Never installed.
+ *
+ * Dimension letters used in every file (llm.c's legend):
+ *   B batch, T time (sequence), S key length, C channels (hidden size),
+ *   OC output channels, V vocabulary, H query heads, Hkv key/value heads,
+ *   D head size, F feed-forward size, L layers, r LoRA rank, N rows (B*T...).
+ * Gradient buffers get a `d` prefix; a pointer moved to a row is suffixed
+ * with its index (x_bt, dout_n).
+ *
+ * Internal functions shared between files are prefixed peft__ and hidden by
+ * -fvisibility=hidden; file-local helpers are static.
+ */
+#ifndef PEFT_INTERNAL_H
+#define PEFT_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "peft/peft.h"
+
+#if defined(__GNUC__)
+#define PEFT__PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#define PEFT__UNUSED __attribute__((unused))
+#else
+#define PEFT__PRINTF(fmt, args)
+#define PEFT__UNUSED
+#endif
+
+#define PEFT__ALIGN 64
+#define PEFT__ERRMSG_SIZE 512
+
+#ifdef NDEBUG
+#define PEFT_ASSERT(x) ((void)0)
+#else
+#include <assert.h>
+#define PEFT_ASSERT(x) assert(x)
+#endif
+
+/* ---- the context ---- */
+
+typedef struct peft__pool peft__pool;
+typedef struct peft__node peft__node;
+
+struct peft_ctx {
+    int n_threads;
+    uint64_t rng[4]; /* xoshiro256** state */
+    peft_alloc_fn alloc;
+    peft_free_fn free;
+    void *alloc_user;
+    peft_log_fn log;
+    void *log_user;
+    size_t bytes_allocated;
+    size_t bytes_peak;
+    peft_status errcode;
+    char errmsg[PEFT__ERRMSG_SIZE];
+    peft_arena *arena; /* scratch: op outputs, saved activations, tape nodes */
+    peft__pool *pool;  /* worker threads (NULL when n_threads == 1) */
+    /* autograd */
+    bool grad_enabled;
+    peft__node *tape_tail; /* last recorded node; nodes link backwards */
+    size_t tape_len;
+};
+
+/* Set the context's error and return `code` (one-line error paths). ctx may be NULL. */
+peft_status peft__fail(peft_ctx *ctx, peft_status code, const char *fmt, ...) PEFT__PRINTF(3, 4);
+void peft__log(peft_ctx *ctx, peft_log_level level, const char *fmt, ...) PEFT__PRINTF(3, 4);
+
+/* Allocation through the context hooks, counted. 64-byte aligned. */
+void *peft__malloc(peft_ctx *ctx, size_t size);
+void *peft__calloc(peft_ctx *ctx, size_t n, size_t size);
+void peft__free(peft_ctx *ctx, void *ptr);
+
+/* Overflow-checked size arithmetic: return false on overflow. */
+static inline bool peft__mul_ok(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a) return false;
+    *out = a * b;
+    return true;
+}
+static inline bool peft__add_ok(size_t a, size_t b, size_t *out)
+{
+    if (b > SIZE_MAX - a) return false;
+    *out = a + b;
+    return true;
+}
+
+/* Scratch allocation from the context arena; the message on failure names `what`. */
+void *peft__scratch(peft_ctx *ctx, size_t bytes, const char *what);
+void *peft__scratch_zero(peft_ctx *ctx, size_t bytes, const char *what);
+
+/* ---- PRNG (rng.c) ---- */
+uint64_t peft__splitmix64(uint64_t *state);
+/* A stateless hash of (seed, i) to 64 bits: counter-based randomness for
+ * dropout masks that must be recomputed identically in backward and do not
+ * depend on the thread partition. */
+static inline uint64_t peft__hash64(uint64_t seed, uint64_t i)
+{
+    uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* ---- threads (pool.c) ---- */
+
+/* fn(arg, begin, end) over [0, n) cut into at most n_threads contiguous
+ * ranges; ranges are at least `grain` long. Runs inline when there is one
+ * thread or the work is small. Kernels must not depend on the partition for
+ * their results (write disjoint outputs; reduce in a fixed order). */
+typedef void (*peft__range_fn)(void *arg, size_t begin, size_t end);
+void peft__parallel_for(peft_ctx *ctx, size_t n, size_t grain, peft__range_fn fn, void *arg);
+peft_status peft__pool_create(peft_ctx *ctx, int n_threads, peft__pool **out);
+void peft__pool_destroy(peft_ctx *ctx, peft__pool *pool);
+
+/* ---- tensors ---- */
+
+enum {
+    PEFT__T_OWNS_DATA = 1u << 0,     /* data from peft__malloc, freed on destroy */
+    PEFT__T_OWNS_GRAD = 1u << 1,     /* grad from peft__malloc, freed on destroy */
+    PEFT__T_REQUIRES_GRAD = 1u << 2, /* a leaf that trains, or an op output on the tape */
+    PEFT__T_SCRATCH = 1u << 3,       /* the handle lives in the arena */
+};
+
+struct peft_tensor {
+    peft_ctx *ctx;
+    int ndim;
+    peft_dtype dtype;
+    uint32_t flags;
+    int64_t shape[PEFT_MAX_DIMS];
+    int64_t stride[PEFT_MAX_DIMS]; /* in elements; blocked dtypes are always contiguous */
+    void *data;                    /* first element */
+    float *grad;                   /* contiguous f32, same shape; NULL until needed */
+    peft__node *node;              /* the op that produced it (NULL for leaves) */
+    char *name;
+};
+
+/* numel of a shape; 0 on overflow or a non-positive dim. */
+int64_t peft__numel(int ndim, const int64_t *shape);
+void peft__contiguous_strides(int ndim, const int64_t *shape, int64_t *stride);
+bool peft__is_contiguous(const peft_tensor *t);
+/* Rows and columns of a tensor seen as a matrix over its last dim. */
+static inline int64_t peft__cols(const peft_tensor *t) { return t->shape[t->ndim - 1]; }
+static inline int64_t peft__rows(const peft_tensor *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim - 1; i++) n *= t->shape[i];
+    return n;
+}
+/* "[2, 3, 4]" into buf (always terminated). */
+const char *peft__shape_str(const peft_tensor *t, char *buf, size_t size);
+/* Normalise a possibly negative axis; -1 if out of range. */
+int peft__axis(int axis, int ndim);
+
+/* A new contiguous f32 op output in the arena (not zeroed). */
+peft_status peft__new_output(peft_ctx *ctx, const char *op, int ndim, const int64_t *shape,
+                             peft_tensor **out);
+/* A view handle in the arena sharing x's data. */
+peft_status peft__new_view(peft_ctx *ctx, const char *op, const peft_tensor *x, peft_tensor **out);
+
+/* Checks used by every op: non-NULL, same context, f32 unless said. They set the message. */
+peft_status peft__check_input(peft_ctx *ctx, const char *op, const char *arg, const peft_tensor *t);
+peft_status peft__check_f32(peft_ctx *ctx, const char *op, const char *arg, const peft_tensor *t);
+peft_status peft__check_contiguous(peft_ctx *ctx, const char *op, const char *arg,
+                                   const peft_tensor *t);
+/* Rows may be strided, but the last dim must be contiguous and the leading
+ * dims must nest (stride[i] = stride[i+1]*shape[i+1] for i < ndim-2). */
+peft_status peft__check_rows(peft_ctx *ctx, const char *op, const char *arg, const peft_tensor *t);
+static inline int64_t peft__row_stride(const peft_tensor *t)
+{
+    return t->ndim >= 2 ? t->stride[t->ndim - 2] : t->shape[0];
+}
+
+/* dtype conversion kernels (dtype.c) */
+float peft__f16_to_f32(uint16_t h);
+uint16_t peft__f32_to_f16(float f);
+float peft__bf16_to_f32(uint16_t h);
+uint16_t peft__f32_to_bf16(float f);
+/* Convert n elements starting at element index `first` of a contiguous buffer of `dtype` to f32. */
+peft_status peft__to_f32(peft_dtype dtype, const void *src, size_t first, size_t n, float *dst);
+
+/* ---- autograd (tape.c) ---- */
+
+/* Backward of one node: read node->out->grad, accumulate into the inputs' grads. */
+typedef peft_status (*peft__backward_fn)(peft_ctx *ctx, peft__node *node);
+
+#define PEFT__NODE_MAX_IN 4
+struct peft__node {
+    const char *op;
+    peft__backward_fn backward;
+    peft_tensor *out;
+    peft_tensor *in[PEFT__NODE_MAX_IN];
+    int n_in;
+    void *saved; /* op-specific, in the arena */
+    peft__node *prev;
+};
+
+/* True when gradients are on and some input requires a gradient: the op must
+ * record a node, and its output requires a gradient. */
+bool peft__should_record(const peft_ctx *ctx, peft_tensor *const *in, int n_in);
+/* Record a node producing `out` (which becomes requires-grad). saved may be NULL. */
+peft_status peft__record(peft_ctx *ctx, const char *op, peft__backward_fn backward, peft_tensor *out,
+                         peft_tensor *const *in, int n_in, void *saved);
+/* Does this input want a gradient from the node's backward? */
+static inline bool peft__needs_grad(const peft_tensor *t)
+{
+    return t != NULL && (t->flags & PEFT__T_REQUIRES_GRAD) != 0;
+}
+/* The gradient buffer of t for accumulation, allocated zeroed in the arena for
+ * op outputs on first use. Leaves that require a gradient always have one. */
+peft_status peft__grad_buffer(peft_ctx *ctx, peft_tensor *t, float **out);
+/* Backward from any recorded tensor with its gradient seeded to `dout`
+ * (numel floats); releases the graph like peft_backward. For tests. */
+peft_status peft__backward_seeded(peft_ctx *ctx, peft_tensor *out, const float *dout);
+
+/* ---- BLAS (blas.c): the one place that calls CBLAS ---- */
+
+/* Row-major C = alpha * op(A) op(B) + beta * C with op = transpose when the flag is set.
+ * A is M x K after op, B is K x N after op. */
+void peft__sgemm(peft_ctx *ctx, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                 float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                 float *C, int64_t ldc);
+/* The naive reference (double accumulation), for tests and odd cases. */
+void peft__sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                     const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                     int64_t ldc);
+void peft__blas_set_threads(int n);
+
+/* Shared row kernels (matmul.c): out[n, :] += b for N rows of OC; db += column sums of dout. */
+void peft__bias_add_rows(peft_ctx *ctx, float *out, const float *b, int64_t N, int64_t OC);
+void peft__bias_grad(peft_ctx *ctx, const float *dout, int64_t N, int64_t OC, float *db);
+
+#endif /* PEFT_INTERNAL_H */

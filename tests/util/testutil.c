@@ -1,0 +1,141 @@
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+peft_ctx *tu_ctx(int n_threads, uint64_t seed)
+{
+    peft_ctx_opts o = peft_ctx_opts_default();
+    o.n_threads = n_threads;
+    o.seed = seed;
+    peft_ctx *ctx = NULL;
+    ck_assert_int_eq(peft_ctx_create(&o, &ctx), PEFT_OK);
+    return ctx;
+}
+
+peft_tensor *tu_randn(peft_ctx *ctx, int ndim, const int64_t *shape, float scale, int requires_grad)
+{
+    peft_tensor *t = NULL;
+    TU_OK(ctx, peft_tensor_create(ctx, PEFT_DTYPE_F32, ndim, shape, &t));
+    TU_OK(ctx, peft_tensor_init_normal(t, 0.0f, scale));
+    if (requires_grad) TU_OK(ctx, peft_tensor_set_requires_grad(t, 1));
+    return t;
+}
+
+peft_tensor *tu_ids(peft_ctx *ctx, int ndim, const int64_t *shape, const int32_t *values)
+{
+    peft_tensor *t = NULL;
+    TU_OK(ctx, peft_tensor_create(ctx, PEFT_DTYPE_I32, ndim, shape, &t));
+    TU_OK(ctx, peft_tensor_copy_in(t, values, PEFT_DTYPE_I32, (size_t)peft_tensor_numel(t)));
+    return t;
+}
+
+tu_gradcheck_opts tu_gradcheck_defaults(void)
+{
+    tu_gradcheck_opts o = {1e-2, 2e-3, 2e-4, 48};
+    return o;
+}
+
+static double weighted_sum(const peft_tensor *out, const float *r)
+{
+    int64_t n = peft_tensor_numel(out);
+    float *v = malloc((size_t)n * sizeof *v);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_int_eq(peft_tensor_get_f32(out, v, (size_t)n), PEFT_OK);
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) s += (double)v[i] * r[i];
+    free(v);
+    return s;
+}
+
+static double eval_loss(peft_ctx *ctx, tu_forward_fn f, peft_tensor **in, void *arg, const float *r)
+{
+    int prev = peft_set_grad_enabled(ctx, 0);
+    peft_tensor *out = NULL;
+    peft_status st = f(ctx, in, arg, &out);
+    ck_assert_msg(st == PEFT_OK, "forward failed: %s", peft_ctx_errmsg(ctx));
+    double l = weighted_sum(out, r);
+    peft_graph_release(ctx);
+    peft_set_grad_enabled(ctx, prev);
+    return l;
+}
+
+void tu_gradcheck(peft_ctx *ctx, const char *label, tu_forward_fn f, peft_tensor **in, int n, void *arg,
+                  const tu_gradcheck_opts *opts)
+{
+    tu_gradcheck_opts o = opts ? *opts : tu_gradcheck_defaults();
+    for (int i = 0; i < n; i++) peft_tensor_zero_grad(in[i]);
+
+    /* analytic: seed out's gradient with R and run backward */
+    peft_tensor *out = NULL;
+    ck_assert_msg(f(ctx, in, arg, &out) == PEFT_OK, "%s: forward failed: %s", label, peft_ctx_errmsg(ctx));
+    int64_t n_out = peft_tensor_numel(out);
+    float *r = malloc((size_t)n_out * sizeof *r);
+    ck_assert_ptr_nonnull(r);
+    uint64_t s = 12345;
+    for (int64_t j = 0; j < n_out; j++) r[j] = (float)((double)(peft__splitmix64(&s) >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+    ck_assert_msg(peft__backward_seeded(ctx, out, r) == PEFT_OK, "%s: backward failed: %s", label,
+                  peft_ctx_errmsg(ctx));
+
+    for (int i = 0; i < n; i++) {
+        peft_tensor *x = in[i];
+        if (!x || !peft_tensor_requires_grad(x)) continue;
+        int64_t nx = peft_tensor_numel(x);
+        float *xd = peft_tensor_data(x);
+        const float *g = peft_tensor_grad(x);
+        int checks = nx < o.max_checks ? (int)nx : o.max_checks;
+        double worst = 0.0;
+        int64_t worst_j = -1;
+        double worst_a = 0, worst_n = 0;
+        for (int c = 0; c < checks; c++) {
+            int64_t j = nx <= o.max_checks ? c : (int64_t)(peft__splitmix64(&s) % (uint64_t)nx);
+            float orig = xd[j];
+            double lp[4];
+            const double steps[4] = {-2, -1, 1, 2};
+            for (int k = 0; k < 4; k++) {
+                xd[j] = (float)(orig + steps[k] * o.h);
+                lp[k] = eval_loss(ctx, f, in, arg, r);
+            }
+            xd[j] = orig;
+            double num = (lp[0] - 8 * lp[1] + 8 * lp[2] - lp[3]) / (12 * o.h);
+            double ana = g[j];
+            double err = fabs(ana - num);
+            double lim = o.atol + o.rtol * fmax(fabs(ana), fabs(num));
+            if (err / lim > worst) {
+                worst = err / lim;
+                worst_j = j;
+                worst_a = ana;
+                worst_n = num;
+            }
+        }
+        ck_assert_msg(worst <= 1.0, "%s: input %d element %lld: analytic %.7g vs numeric %.7g (%.2fx the tolerance)",
+                      label, i, (long long)worst_j, worst_a, worst_n, worst);
+    }
+    free(r);
+}
+
+double tu_max_rel_err(const float *a, const float *b, size_t n)
+{
+    double md = 0, mb = 1e-6;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > md) md = d;
+        if (fabs(b[i]) > mb) mb = fabs(b[i]);
+    }
+    return md / mb;
+}
+
+const char *tu_models_dir(void)
+{
+    static const char *const candidates[] = {"../shared/models", "../../shared/models"};
+    const char *env = getenv("PEFT_MODELS_DIR");
+    if (env && access(env, R_OK) == 0) return env;
+    for (size_t i = 0; i < sizeof candidates / sizeof *candidates; i++)
+        if (access(candidates[i], R_OK) == 0) return candidates[i];
+    return NULL;
+}

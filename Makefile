@@ -68,6 +68,7 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_BIN := $(BUILD)/tests/check_peft
 SUITES_INC := $(BUILD)/tests/suites.inc
 
+.SECONDARY:
 .PHONY: all lib static shared cli examples bench check install uninstall clean deps demo \
         install-includes install-libs install-pc install-bin
 
@@ -132,6 +133,7 @@ $(TEST_BIN): $(TEST_OBJ) $(STATIC)
 check: $(TEST_BIN) $(SHARED) $(CLI) $(EXAMPLES)
 	CK_DEFAULT_TIMEOUT=600 PEFT_BUILD_DIR=$(BUILD) PEFT_CLI=$(CLI) $(TEST_BIN)
 	sh tests/symbols.sh $(SHARED_REAL)
+	if [ "$(SAN)" != 1 ]; then sh tests/install.sh $(BUILD); fi
 
 demo: deps all
 	sh examples/demo.sh $(BUILD) $(MODEL)

@@ -1,0 +1,87 @@
+/* libpeft — transformer models: GPT-2 and Llama.
+ *
+ * A model is built from a config (random init) or loaded from a file or a
+ * Hugging Face checkpoint directory (format detected from the contents).
+ * Parameters carry their Hugging Face names. Internally every projection
+ * weight is stored [out, in] (GPT-2's Conv1D [in, out] weights are transposed
+ * on load and back on save) and Llama's q/k rows are kept in Hugging Face
+ * ("rotate-half") order, permuting GGUF/llama2.c files on load.
+ */
+#ifndef PEFT_MODEL_H
+#define PEFT_MODEL_H
+
+#include "ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum peft_arch {
+    PEFT_ARCH_GPT2 = 0,
+    PEFT_ARCH_LLAMA = 1,
+    PEFT_ARCH_COUNT
+} peft_arch;
+
+/* "gpt2", "llama". */
+PEFT_API const char *peft_arch_name(peft_arch arch);
+
+typedef struct peft_model_config {
+    size_t struct_size;
+    peft_arch arch;
+    int64_t vocab_size;
+    int64_t n_ctx;      /* maximum positions (GPT-2: wpe rows) */
+    int64_t d_model;    /* hidden size C */
+    int64_t n_layer;
+    int64_t n_head;
+    int64_t n_kv_head;  /* Llama GQA; = n_head for GPT-2 */
+    int64_t d_ff;       /* MLP hidden size (GPT-2: 4*C) */
+    float norm_eps;     /* LayerNorm / RMSNorm epsilon */
+    float rope_theta;   /* Llama */
+    int tie_embeddings; /* LM head shares the token embedding (always for GPT-2) */
+    int32_t bos_id, eos_id; /* -1 when unknown */
+} peft_model_config;
+
+/* Defaults of GPT-2 124M or of a small Llama for the given arch. */
+PEFT_API peft_model_config peft_model_config_default(peft_arch arch);
+
+typedef struct peft_model peft_model;
+
+/* Build a model with random weights (GPT-2 style: N(0, 0.02) matrices,
+ * residual projections scaled by 1/sqrt(2L), norms 1, biases 0), from the
+ * context PRNG. All parameters are f32 and frozen until a strategy or
+ * peft_model_set_trainable says otherwise. */
+PEFT_API peft_status peft_model_create(peft_ctx *ctx, const peft_model_config *cfg, peft_model **out);
+PEFT_API void peft_model_destroy(peft_model *model);
+
+/* Borrowed; valid as long as the model. */
+PEFT_API const peft_model_config *peft_model_get_config(const peft_model *model);
+PEFT_API peft_ctx *peft_model_ctx(const peft_model *model);
+
+/* Parameters, in a fixed order (embeddings, blocks 0..L-1, final norm, head). */
+PEFT_API size_t peft_model_n_params(const peft_model *model);
+PEFT_API peft_status peft_model_param(const peft_model *model, size_t i, const char **name, peft_tensor **tensor);
+PEFT_API peft_status peft_model_find_param(const peft_model *model, const char *name, peft_tensor **tensor);
+/* Total number of parameter elements (tied weights counted once). */
+PEFT_API int64_t peft_model_numel(const peft_model *model);
+/* Make every f32 parameter trainable (1) or frozen (0). */
+PEFT_API peft_status peft_model_set_trainable(peft_model *model, int trainable);
+
+/* Forward pass. ids: i32 [B, T] with T <= n_ctx (Llama: any T). logits:
+ * [B, T, V] in the scratch arena. hidden: NULL, or an array of n_layer
+ * pointers that receives the hidden state [B, T, C] after each block.
+ * Recorded on the tape when gradients are enabled and something trains. */
+PEFT_API peft_status peft_model_forward(peft_model *model, peft_tensor *ids, peft_tensor **logits,
+                                        peft_tensor **hidden);
+/* The final hidden state (after the last norm) without the LM head: [B, T, C]. */
+PEFT_API peft_status peft_model_forward_hidden(peft_model *model, peft_tensor *ids, peft_tensor **out);
+
+/* Next-token loss on a batch: mean cross-entropy of logits[:, t] against
+ * ids[:, t+1]; positions where mask (i32 [B, T], may be NULL) is 0 at t+1 do
+ * not count. */
+PEFT_API peft_status peft_model_lm_loss(peft_model *model, peft_tensor *ids, peft_tensor *mask,
+                                        peft_tensor **loss);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PEFT_MODEL_H */

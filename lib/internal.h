@@ -156,6 +156,9 @@ int peft__axis(int axis, int ndim);
 /* A new contiguous f32 op output in the arena (not zeroed). */
 peft_status peft__new_output(peft_ctx *ctx, const char *op, int ndim, const int64_t *shape,
                              peft_tensor **out);
+/* A new contiguous scratch tensor of any plain dtype (f32, i32) in the arena. */
+peft_status peft__new_scratch(peft_ctx *ctx, const char *op, peft_dtype dtype, int ndim, const int64_t *shape,
+                              peft_tensor **out);
 /* A view handle in the arena sharing x's data. */
 peft_status peft__new_view(peft_ctx *ctx, const char *op, const peft_tensor *x, peft_tensor **out);
 

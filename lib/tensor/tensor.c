@@ -371,7 +371,14 @@ void peft_tensor_zero_grad(peft_tensor *t)
 
 peft_status peft__new_output(peft_ctx *ctx, const char *op, int ndim, const int64_t *shape, peft_tensor **out)
 {
+    return peft__new_scratch(ctx, op, PEFT_DTYPE_F32, ndim, shape, out);
+}
+
+peft_status peft__new_scratch(peft_ctx *ctx, const char *op, peft_dtype dtype, int ndim, const int64_t *shape,
+                              peft_tensor **out)
+{
     *out = NULL;
+    PEFT_ASSERT(dtype == PEFT_DTYPE_F32 || dtype == PEFT_DTYPE_I32);
     int64_t numel = peft__numel(ndim, shape);
     if (numel <= 0) return peft__fail(ctx, PEFT_ERR_SHAPE, "%s: empty or overflowing output shape", op);
     peft_tensor *t = peft__scratch(ctx, sizeof *t, op);
@@ -384,7 +391,7 @@ peft_status peft__new_output(peft_ctx *ctx, const char *op, int ndim, const int6
     if (!t->data) return PEFT_ERR_NOMEM;
     t->ctx = ctx;
     t->ndim = ndim;
-    t->dtype = PEFT_DTYPE_F32;
+    t->dtype = dtype;
     t->flags = PEFT__T_SCRATCH;
     for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
     peft__contiguous_strides(ndim, shape, t->stride);

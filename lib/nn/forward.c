@@ -1,0 +1,161 @@
+/* The forward pass of GPT-2 and Llama, built from ops (so the tape records it
+ * and backward needs nothing model-specific), and the next-token loss. */
+#include <string.h>
+
+#include "model_internal.h"
+
+#define TRY(call)                                  \
+    do {                                           \
+        peft_status st_ = (call);                  \
+        if (st_ != PEFT_OK) return st_;            \
+    } while (0)
+
+peft_status peft__linear_forward(peft_ctx *ctx, peft__linear *lin, peft_tensor *x, peft_tensor **y)
+{
+    if (lin->hook) return lin->hook(ctx, lin, x, y);
+    return peft_linear(ctx, x, lin->w, lin->b, y);
+}
+
+static peft_status gpt2_block(peft_model *m, peft__block *b, peft_tensor *h, peft_tensor **out)
+{
+    peft_ctx *ctx = m->ctx;
+    const peft_model_config *c = &m->cfg;
+    const int64_t C = c->d_model;
+    peft_tensor *a, *qkv, *q, *k, *v, *att, *o, *h1, *n2, *f, *g, *d;
+    TRY(peft_layernorm(ctx, h, b->norm1_w, b->norm1_b, c->norm_eps, &a));
+    TRY(peft__linear_forward(ctx, &b->qkv, a, &qkv)); /* [B, T, 3C] */
+    TRY(peft_slice(ctx, qkv, -1, 0, C, &q));
+    TRY(peft_slice(ctx, qkv, -1, C, C, &k));
+    TRY(peft_slice(ctx, qkv, -1, 2 * C, C, &v));
+    peft_attention_opts ao = peft_attention_opts_default();
+    ao.n_head = (int)c->n_head;
+    ao.n_kv_head = (int)c->n_head;
+    TRY(peft_attention(ctx, q, k, v, &ao, &att));
+    TRY(peft__linear_forward(ctx, &b->o, att, &o));
+    TRY(peft_add(ctx, h, o, &h1));
+    TRY(peft_layernorm(ctx, h1, b->norm2_w, b->norm2_b, c->norm_eps, &n2));
+    TRY(peft__linear_forward(ctx, &b->up, n2, &f));
+    TRY(peft_gelu(ctx, f, &g));
+    TRY(peft__linear_forward(ctx, &b->down, g, &d));
+    return peft_add(ctx, h1, d, out);
+}
+
+static peft_status llama_block(peft_model *m, peft__block *b, peft_tensor *h, peft_tensor **out)
+{
+    peft_ctx *ctx = m->ctx;
+    const peft_model_config *c = &m->cfg;
+    peft_tensor *a, *q, *k, *v, *att, *o, *h1, *n2, *g, *u, *sg, *gu, *d;
+    TRY(peft_rmsnorm(ctx, h, b->norm1_w, c->norm_eps, &a));
+    TRY(peft__linear_forward(ctx, &b->q, a, &q));
+    TRY(peft__linear_forward(ctx, &b->k, a, &k));
+    TRY(peft__linear_forward(ctx, &b->v, a, &v));
+    peft_attention_opts ao = peft_attention_opts_default();
+    ao.n_head = (int)c->n_head;
+    ao.n_kv_head = (int)c->n_kv_head;
+    ao.rope = PEFT_ROPE_HALF; /* weights are kept in Hugging Face order */
+    ao.rope_theta = c->rope_theta;
+    TRY(peft_attention(ctx, q, k, v, &ao, &att));
+    TRY(peft__linear_forward(ctx, &b->o, att, &o));
+    TRY(peft_add(ctx, h, o, &h1));
+    TRY(peft_rmsnorm(ctx, h1, b->norm2_w, c->norm_eps, &n2));
+    TRY(peft__linear_forward(ctx, &b->gate, n2, &g));
+    TRY(peft__linear_forward(ctx, &b->up, n2, &u));
+    TRY(peft_silu(ctx, g, &sg));
+    TRY(peft_mul(ctx, sg, u, &gu));
+    TRY(peft__linear_forward(ctx, &b->down, gu, &d));
+    return peft_add(ctx, h1, d, out);
+}
+
+static peft_status check_ids(peft_model *m, peft_tensor *ids, const char *fn)
+{
+    peft_ctx *ctx = m->ctx;
+    TRY(peft__check_input(ctx, fn, "ids", ids));
+    char s[64];
+    if (ids->dtype != PEFT_DTYPE_I32 || ids->ndim != 2)
+        return peft__fail(ctx, PEFT_ERR_SHAPE, "%s: ids must be i32 [B, T], got %s %s", fn,
+                          peft_dtype_name(ids->dtype), peft__shape_str(ids, s, sizeof s));
+    if (m->cfg.arch == PEFT_ARCH_GPT2 && ids->shape[1] > m->cfg.n_ctx)
+        return peft__fail(ctx, PEFT_ERR_SHAPE, "%s: sequence of %lld tokens is longer than the model's context %lld", fn,
+                          (long long)ids->shape[1], (long long)m->cfg.n_ctx);
+    return PEFT_OK;
+}
+
+/* Embeddings and every block; hidden[l] receives the output of block l. */
+static peft_status run_blocks(peft_model *m, peft_tensor *ids, peft_tensor **hidden, peft_tensor **out)
+{
+    peft_ctx *ctx = m->ctx;
+    const int64_t T = ids->shape[1];
+    peft_tensor *h;
+    TRY(peft_embedding(ctx, m->tok_emb, ids, &h));
+    if (m->cfg.arch == PEFT_ARCH_GPT2) {
+        peft_tensor *pos, *pe;
+        TRY(peft_slice(ctx, m->positions, 0, 0, T, &pos));
+        TRY(peft_embedding(ctx, m->pos_emb, pos, &pe)); /* [T, C] broadcast over B */
+        TRY(peft_add(ctx, h, pe, &h));
+    }
+    for (int64_t l = 0; l < m->cfg.n_layer; l++) {
+        peft__block *b = &m->blocks[l];
+        TRY(m->cfg.arch == PEFT_ARCH_GPT2 ? gpt2_block(m, b, h, &h) : llama_block(m, b, h, &h));
+        if (hidden) hidden[l] = h;
+    }
+    if (m->cfg.arch == PEFT_ARCH_GPT2) return peft_layernorm(ctx, h, m->normf_w, m->normf_b, m->cfg.norm_eps, out);
+    return peft_rmsnorm(ctx, h, m->normf_w, m->cfg.norm_eps, out);
+}
+
+peft_status peft_model_forward_hidden(peft_model *m, peft_tensor *ids, peft_tensor **out)
+{
+    if (!m) return PEFT_ERR_INVALID_ARG;
+    if (!out) return peft__fail(m->ctx, PEFT_ERR_INVALID_ARG, "peft_model_forward_hidden: out is NULL");
+    *out = NULL;
+    TRY(check_ids(m, ids, "peft_model_forward_hidden"));
+    return run_blocks(m, ids, NULL, out);
+}
+
+peft_status peft_model_forward(peft_model *m, peft_tensor *ids, peft_tensor **logits, peft_tensor **hidden)
+{
+    if (!m) return PEFT_ERR_INVALID_ARG;
+    if (!logits) return peft__fail(m->ctx, PEFT_ERR_INVALID_ARG, "peft_model_forward: logits is NULL");
+    *logits = NULL;
+    TRY(check_ids(m, ids, "peft_model_forward"));
+    peft_tensor *h;
+    TRY(run_blocks(m, ids, hidden, &h));
+    return peft__linear_forward(m->ctx, &m->head, h, logits);
+}
+
+peft_status peft_model_lm_loss(peft_model *m, peft_tensor *ids, peft_tensor *mask, peft_tensor **loss)
+{
+    static const char fn[] = "peft_model_lm_loss";
+    if (!m) return PEFT_ERR_INVALID_ARG;
+    peft_ctx *ctx = m->ctx;
+    if (!loss) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: loss is NULL", fn);
+    *loss = NULL;
+    TRY(check_ids(m, ids, fn));
+    const int64_t B = ids->shape[0], T = ids->shape[1];
+    if (mask) {
+        TRY(peft__check_input(ctx, fn, "mask", mask));
+        if (mask->dtype != PEFT_DTYPE_I32 || mask->ndim != 2 || mask->shape[0] != B || mask->shape[1] != T) {
+            char sm[64], si[64];
+            return peft__fail(ctx, PEFT_ERR_SHAPE, "%s: mask %s %s does not match ids %s", fn,
+                              peft_dtype_name(mask->dtype), peft__shape_str(mask, sm, sizeof sm),
+                              peft__shape_str(ids, si, sizeof si));
+        }
+        TRY(peft__check_contiguous(ctx, fn, "mask", mask));
+    }
+    TRY(peft__check_contiguous(ctx, fn, "ids", ids));
+    /* targets[b, t] = ids[b, t+1], or ignored (last position, masked tokens) */
+    const int32_t ignore = -100;
+    int64_t shape[2] = {B, T};
+    peft_tensor *targets;
+    TRY(peft__new_scratch(ctx, fn, PEFT_DTYPE_I32, 2, shape, &targets));
+    const int32_t *id = ids->data, *mk = mask ? mask->data : NULL;
+    int32_t *tg = targets->data;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+            int64_t i = b * T + t;
+            bool valid = t + 1 < T && (!mk || mk[i + 1] != 0);
+            tg[i] = valid ? id[i + 1] : ignore;
+        }
+    peft_tensor *logits;
+    TRY(peft_model_forward(m, ids, &logits, NULL));
+    return peft_cross_entropy(ctx, logits, targets, ignore, loss);
+}

@@ -81,6 +81,42 @@ PEFT_API peft_status peft_model_forward_hidden(peft_model *model, peft_tensor *i
 PEFT_API peft_status peft_model_lm_loss(peft_model *model, peft_tensor *ids, peft_tensor *mask,
                                         peft_tensor **loss);
 
+/* ---- files ---- */
+
+typedef enum peft_model_format {
+    PEFT_FORMAT_UNKNOWN = 0,
+    PEFT_FORMAT_HF_DIR = 1,      /* directory: config.json + model.safetensors (or sharded) */
+    PEFT_FORMAT_SAFETENSORS = 2, /* a .safetensors file with config.json beside it */
+    PEFT_FORMAT_GGUF = 3,
+    PEFT_FORMAT_LLAMA2C = 4
+} peft_model_format;
+
+PEFT_API const char *peft_model_format_name(peft_model_format format);
+
+/* Detect the format from the contents (not the name). PEFT_ERR_FORMAT when
+ * nothing matches, PEFT_ERR_IO when the path cannot be read. */
+PEFT_API peft_status peft_model_detect_format(peft_ctx *ctx, const char *path, peft_model_format *format);
+
+typedef struct peft_model_load_opts {
+    size_t struct_size;
+    /* 1: frozen matrices stored as f16/bf16 in the file stay so in memory
+     * (computed in f32 tiles); 0: everything is converted to f32. */
+    int keep_dtype;
+} peft_model_load_opts;
+
+PEFT_API peft_model_load_opts peft_model_load_opts_default(void);
+
+/* Load a model; the format is detected from the contents. opts may be NULL.
+ * Errors name the file, the tensor and the problem (missing tensor, shape that
+ * disagrees with the config, unknown architecture, ...). */
+PEFT_API peft_status peft_model_load(peft_ctx *ctx, const char *path, const peft_model_load_opts *opts,
+                                     peft_model **out);
+
+/* Write the model as a Hugging Face checkpoint directory: config.json and
+ * model.safetensors (HF names and layouts; GPT-2 Conv1D weights [in, out]).
+ * The directory is created if needed; files are written atomically. */
+PEFT_API peft_status peft_model_save(peft_model *model, const char *dir);
+
 #ifdef __cplusplus
 }
 #endif

@@ -189,11 +189,13 @@ static size_t table_cap(const peft_model_config *c)
     return 8 + (size_t)c->n_layer * 12;
 }
 
-peft_status peft__model_alloc(peft_ctx *ctx, const peft_model_config *cfg, peft_model **out)
+peft_status peft__model_alloc(peft_ctx *ctx, const peft_model_config *cfg, peft__dtype_pick pick, void *user,
+                             peft_model **out)
 {
     *out = NULL;
     peft_status st = check_config(ctx, cfg);
     if (st != PEFT_OK) return st;
+    peft_dtype *dt = NULL;
     peft_model *m = peft__calloc(ctx, 1, sizeof *m);
     if (!m) return peft__fail(ctx, PEFT_ERR_NOMEM, "peft_model_create: out of memory");
     m->ctx = ctx;
@@ -209,16 +211,24 @@ peft_status peft__model_alloc(peft_ctx *ctx, const peft_model_config *cfg, peft_
         goto fail;
     }
     build_table(m, &t);
-    /* one flat f32 buffer for every parameter */
+    /* one flat f32 buffer for every f32 parameter; frozen weights kept in a
+     * file's half dtype get their own storage */
+    dt = peft__calloc(ctx, t.n + 1, sizeof *dt);
+    if (!dt) {
+        st = peft__fail(ctx, PEFT_ERR_NOMEM, "peft_model_create: out of memory");
+        goto fail;
+    }
     size_t total = 0;
     for (size_t i = 0; i < t.n; i++) {
+        dt[i] = pick ? pick(user, t.s[i].name, t.s[i].ndim) : PEFT_DTYPE_F32;
+        if (dt[i] != PEFT_DTYPE_F32) continue;
         size_t n = (size_t)(t.s[i].shape[0] * (t.s[i].ndim == 2 ? t.s[i].shape[1] : 1));
         if (!peft__add_ok(total, n, &total)) {
             st = peft__fail(ctx, PEFT_ERR_INVALID_ARG, "peft_model_create: parameter count overflows");
             goto fail;
         }
     }
-    m->flat = peft__calloc(ctx, total, sizeof(float));
+    m->flat = peft__calloc(ctx, total ? total : 1, sizeof(float));
     if (!m->flat) {
         st = peft__fail(ctx, PEFT_ERR_NOMEM, "peft_model_create: cannot allocate %zu parameters", total);
         goto fail;
@@ -227,9 +237,13 @@ peft_status peft__model_alloc(peft_ctx *ctx, const peft_model_config *cfg, peft_
     size_t off = 0;
     for (size_t i = 0; i < t.n; i++) {
         spec *s = &t.s[i];
-        st = peft_tensor_wrap(ctx, PEFT_DTYPE_F32, s->ndim, s->shape, m->flat + off, s->slot);
+        if (dt[i] == PEFT_DTYPE_F32) {
+            st = peft_tensor_wrap(ctx, PEFT_DTYPE_F32, s->ndim, s->shape, m->flat + off, s->slot);
+            if (st == PEFT_OK) off += (size_t)peft_tensor_numel(*s->slot);
+        } else {
+            st = peft_tensor_create(ctx, dt[i], s->ndim, s->shape, s->slot);
+        }
         if (st != PEFT_OK) goto fail;
-        off += (size_t)peft_tensor_numel(*s->slot);
         peft__param *p = &m->params[m->n_params++];
         memcpy(p->name, s->name, sizeof p->name);
         p->t = *s->slot;
@@ -242,10 +256,12 @@ peft_status peft__model_alloc(peft_ctx *ctx, const peft_model_config *cfg, peft_
     int32_t *pos = peft_tensor_data(m->positions);
     for (int64_t i = 0; i < npos; i++) pos[i] = (int32_t)i;
     peft__free(ctx, t.s);
+    peft__free(ctx, dt);
     *out = m;
     return PEFT_OK;
 fail:
     peft__free(ctx, t.s);
+    peft__free(ctx, dt);
     peft_model_destroy(m);
     return st;
 }
@@ -262,7 +278,7 @@ peft_status peft_model_create(peft_ctx *ctx, const peft_model_config *cfg, peft_
     if (!ctx) return PEFT_ERR_INVALID_ARG;
     if (!cfg) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "peft_model_create: cfg is NULL");
     peft_model *m;
-    peft_status st = peft__model_alloc(ctx, cfg, &m);
+    peft_status st = peft__model_alloc(ctx, cfg, NULL, NULL, &m);
     if (st != PEFT_OK) return st;
     /* GPT-2's init (HF _init_weights): N(0, 0.02), residual projections
      * N(0, 0.02/sqrt(2L)), biases 0, norm gains 1. */

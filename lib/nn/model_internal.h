@@ -58,7 +58,10 @@ int peft__block_linears(peft_model *m, int64_t l, peft__linear **out);
 /* y = linear(x) through the module's hook if any. */
 peft_status peft__linear_forward(peft_ctx *ctx, peft__linear *lin, peft_tensor *x, peft_tensor **y);
 
-/* Build the parameter table and storage for a config, without initialising values. */
-peft_status peft__model_alloc(peft_ctx *ctx, const peft_model_config *cfg, peft_model **out);
+/* Build the parameter table and storage for a config, without initialising
+ * values. pick (may be NULL: all f32) chooses each parameter's storage dtype. */
+typedef peft_dtype (*peft__dtype_pick)(void *user, const char *name, int ndim);
+peft_status peft__model_alloc(peft_ctx *ctx, const peft_model_config *cfg, peft__dtype_pick pick, void *user,
+                             peft_model **out);
 
 #endif

@@ -234,4 +234,28 @@ void peft__blas_set_threads(int n);
 void peft__bias_add_rows(peft_ctx *ctx, float *out, const float *b, int64_t N, int64_t OC);
 void peft__bias_grad(peft_ctx *ctx, const float *dout, int64_t N, int64_t OC, float *db);
 
+/* ---- rotary embedding (ops/rope.c), shared with attention ---- */
+
+/* (cos, sin) of p * theta^(-2i/n_rot) for pairs i < n_rot/2 and positions
+ * p = pos0 .. pos0+n_pos-1, computed in double: [n_pos, n_rot] in the arena
+ * (row p holds cos_0, sin_0, cos_1, sin_1, ...). NULL on failure (message set). */
+/* Check a rotation for head size D (mode, theta > 0, n_rot even in (0, D],
+ * 0 meaning D) and give the effective n_rot; the message names op. */
+peft_status peft__rope_check(peft_ctx *ctx, const char *op, peft_rope_mode mode, int D, int n_rot, float theta,
+                             int *n_rot_out);
+float *peft__rope_table(peft_ctx *ctx, int64_t pos0, int64_t n_pos, int n_rot, float theta, const char *what);
+
+enum {
+    PEFT__ROPE_INVERSE = 1u << 0, /* rotate by -angle (the backward of a rotation) */
+    PEFT__ROPE_ACCUM = 1u << 1,   /* dst += rotated src (dst != src) instead of dst = */
+};
+
+/* Rotate the rows of [B, T, n_head*D] by the table: row (b, t) uses table row t
+ * (pass cs already moved to the first row's position). Rows are lds / ldd
+ * floats apart; dst may equal src unless accumulating. Dims of each head at or
+ * past n_rot are copied (or added). Threads over the rows. */
+void peft__rope_rows(peft_ctx *ctx, peft_rope_mode mode, int n_head, int D, int n_rot, const float *cs,
+                     float *dst, int64_t ldd, const float *src, int64_t lds, int64_t B, int64_t T,
+                     unsigned flags);
+
 #endif /* PEFT_INTERNAL_H */

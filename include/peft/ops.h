@@ -33,10 +33,11 @@ PEFT_API peft_status peft_slice(peft_ctx *ctx, peft_tensor *x, int axis, int64_t
                                 int64_t len, peft_tensor **out);
 /* A contiguous copy (or x itself when it is already contiguous). */
 PEFT_API peft_status peft_contiguous(peft_ctx *ctx, peft_tensor *x, peft_tensor **out);
-/* Join n tensors along an axis (copy); all other dims must agree. */
+/* Join n >= 1 tensors (views allowed) along an axis (copy); all other dims must agree. */
 PEFT_API peft_status peft_concat(peft_ctx *ctx, peft_tensor *const *xs, int n, int axis,
                                  peft_tensor **out);
-/* Cut along an axis into n views of the given sizes (which must add up). */
+/* Cut along an axis into n views (as peft_slice) of the given sizes, each > 0,
+ * adding up to the axis length. On error every outs[i] is NULL. */
 PEFT_API peft_status peft_split(peft_ctx *ctx, peft_tensor *x, int axis, int n,
                                 const int64_t *sizes, peft_tensor **outs);
 

@@ -101,15 +101,21 @@ peft_status peft_reshape(peft_ctx *ctx, peft_tensor *x, int ndim, const int64_t 
                           PEFT_MAX_DIMS);
     if ((st = peft__check_contiguous(ctx, op, "x", x)) != PEFT_OK) return st;
     int64_t s[PEFT_MAX_DIMS], known = 1;
+    int64_t n = peft_tensor_numel(x);
     int infer = -1;
+    bool too_many = false; /* the product of the given dims is past INT64_MAX */
     for (int i = 0; i < ndim; i++) {
         s[i] = shape[i];
         if (s[i] == -1 && infer < 0) infer = i;
         else if (s[i] <= 0)
             return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: dim %d is %lld", op, i, (long long)s[i]);
+        else if (s[i] > INT64_MAX / known) too_many = true;
         else known *= s[i];
     }
-    int64_t n = peft_tensor_numel(x);
+    char sx[64];
+    if (too_many)
+        return peft__fail(ctx, PEFT_ERR_SHAPE, "%s: %s has %lld elements, the new shape more than that", op,
+                          peft__shape_str(x, sx, sizeof sx), (long long)n);
     if (infer >= 0) {
         if (n % known != 0)
             return peft__fail(ctx, PEFT_ERR_SHAPE, "%s: %lld elements do not divide into the given dims", op,
@@ -117,11 +123,14 @@ peft_status peft_reshape(peft_ctx *ctx, peft_tensor *x, int ndim, const int64_t 
         s[infer] = n / known;
         known = n;
     }
-    if (known != n) {
-        char sx[64];
+    if (known != n)
         return peft__fail(ctx, PEFT_ERR_SHAPE, "%s: %s has %lld elements, the new shape %lld", op,
                           peft__shape_str(x, sx, sizeof sx), (long long)n, (long long)known);
-    }
+    /* blocked storage (q8_0, nf4) keeps whole blocks in every row */
+    size_t be = peft_dtype_block_elems(x->dtype);
+    if (be > 1 && s[ndim - 1] % (int64_t)be != 0)
+        return peft__fail(ctx, PEFT_ERR_SHAPE, "%s: last dim %lld is not a multiple of the %s block (%zu)", op,
+                          (long long)s[ndim - 1], peft_dtype_name(x->dtype), be);
     peft_tensor *v;
     if ((st = peft__new_view(ctx, op, x, &v)) != PEFT_OK) return st;
     v->ndim = ndim;
@@ -166,8 +175,8 @@ peft_status peft_slice(peft_ctx *ctx, peft_tensor *x, int axis, int64_t start, i
         return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: axis %d out of range for %s", op, axis,
                           peft__shape_str(x, sx, sizeof sx));
     if (start < 0 || len <= 0 || start > x->shape[a] || len > x->shape[a] - start)
-        return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: [%lld, %lld) is outside axis %d of %s", op,
-                          (long long)start, (long long)(start + len), axis, peft__shape_str(x, sx, sizeof sx));
+        return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: start %lld, length %lld is outside axis %d of %s", op,
+                          (long long)start, (long long)len, axis, peft__shape_str(x, sx, sizeof sx));
     size_t elem = peft_dtype_block_bytes(x->dtype);
     if (peft_dtype_block_elems(x->dtype) != 1)
         return peft__fail(ctx, PEFT_ERR_DTYPE, "%s: %s tensors cannot be sliced", op, peft_dtype_name(x->dtype));

@@ -81,6 +81,28 @@ PEFT_API peft_status peft_model_forward_hidden(peft_model *model, peft_tensor *i
 PEFT_API peft_status peft_model_lm_loss(peft_model *model, peft_tensor *ids, peft_tensor *mask,
                                         peft_tensor **loss);
 
+/* ---- generation ---- */
+
+typedef struct peft_sample_opts {
+    size_t struct_size;
+    int max_new;       /* tokens to generate (default 32) */
+    float temperature; /* 0 = greedy (default) */
+    int top_k;         /* 0 = off */
+    float top_p;       /* 1 = off */
+    uint64_t seed;     /* sampling PRNG seed */
+    int stop_at_eos;   /* stop after the model's eos id (default 1) */
+} peft_sample_opts;
+
+PEFT_API peft_sample_opts peft_sample_opts_default(void);
+
+/* Continue `prompt` (n_prompt >= 1 ids) with a key/value cache: greedy, or
+ * temperature / top-k / top-p sampling from a PRNG seeded by opts->seed.
+ * Writes the new ids (not the prompt) to out (cap entries) and their number
+ * to *n_out. Runs without recording gradients; the scratch arena is released
+ * between tokens. */
+PEFT_API peft_status peft_model_generate(peft_model *model, const int32_t *prompt, size_t n_prompt,
+                                         const peft_sample_opts *opts, int32_t *out, size_t cap, size_t *n_out);
+
 /* ---- files ---- */
 
 typedef enum peft_model_format {

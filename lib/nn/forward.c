@@ -16,8 +16,46 @@ peft_status peft__linear_forward(peft_ctx *ctx, peft__linear *lin, peft_tensor *
     return peft_linear(ctx, x, lin->w, lin->b, y);
 }
 
-static peft_status gpt2_block(peft_model *m, peft__block *b, peft_tensor *h, peft_tensor **out)
+/* Attention of block l. Without a cache (training) RoPE is applied inside the
+ * fused op. With a cache (generation) q and k are rotated at their absolute
+ * positions, k and v are appended to the cache, and the queries attend to
+ * every cached position. */
+static peft_status attend(peft_model *m, peft__kv *kv, int64_t l, peft_tensor *q, peft_tensor *k, peft_tensor *v,
+                          peft_tensor **att)
 {
+    peft_ctx *ctx = m->ctx;
+    const peft_model_config *c = &m->cfg;
+    const bool llama = c->arch == PEFT_ARCH_LLAMA;
+    peft_attention_opts ao = peft_attention_opts_default();
+    ao.n_head = (int)c->n_head;
+    ao.n_kv_head = (int)c->n_kv_head;
+    if (!kv) {
+        if (llama) {
+            ao.rope = PEFT_ROPE_HALF; /* weights are kept in Hugging Face order */
+            ao.rope_theta = c->rope_theta;
+        }
+        return peft_attention(ctx, q, k, v, &ao, att);
+    }
+    const int64_t T = q->shape[1], KV = k->shape[2];
+    if (kv->pos + T > kv->cap)
+        return peft__fail(ctx, PEFT_ERR_SHAPE, "generation: %lld positions exceed the cache of %lld",
+                          (long long)(kv->pos + T), (long long)kv->cap);
+    if (llama) {
+        TRY(peft_rope(ctx, q, (int)c->n_head, PEFT_ROPE_HALF, c->rope_theta, 0, kv->pos, &q));
+        TRY(peft_rope(ctx, k, (int)c->n_kv_head, PEFT_ROPE_HALF, c->rope_theta, 0, kv->pos, &k));
+    }
+    peft_tensor *ck, *cv;
+    float *kd = (float *)kv->k[l]->data + kv->pos * KV, *vd = (float *)kv->v[l]->data + kv->pos * KV;
+    TRY(peft_tensor_get_f32(k, kd, (size_t)(T * KV)));
+    TRY(peft_tensor_get_f32(v, vd, (size_t)(T * KV)));
+    TRY(peft_slice(ctx, kv->k[l], 1, 0, kv->pos + T, &ck));
+    TRY(peft_slice(ctx, kv->v[l], 1, 0, kv->pos + T, &cv));
+    return peft_attention(ctx, q, ck, cv, &ao, att);
+}
+
+static peft_status gpt2_block(peft_model *m, peft__kv *kv, int64_t l, peft_tensor *h, peft_tensor **out)
+{
+    peft__block *b = &m->blocks[l];
     peft_ctx *ctx = m->ctx;
     const peft_model_config *c = &m->cfg;
     const int64_t C = c->d_model;
@@ -27,10 +65,7 @@ static peft_status gpt2_block(peft_model *m, peft__block *b, peft_tensor *h, pef
     TRY(peft_slice(ctx, qkv, -1, 0, C, &q));
     TRY(peft_slice(ctx, qkv, -1, C, C, &k));
     TRY(peft_slice(ctx, qkv, -1, 2 * C, C, &v));
-    peft_attention_opts ao = peft_attention_opts_default();
-    ao.n_head = (int)c->n_head;
-    ao.n_kv_head = (int)c->n_head;
-    TRY(peft_attention(ctx, q, k, v, &ao, &att));
+    TRY(attend(m, kv, l, q, k, v, &att));
     TRY(peft__linear_forward(ctx, &b->o, att, &o));
     TRY(peft_add(ctx, h, o, &h1));
     TRY(peft_layernorm(ctx, h1, b->norm2_w, b->norm2_b, c->norm_eps, &n2));
@@ -40,8 +75,9 @@ static peft_status gpt2_block(peft_model *m, peft__block *b, peft_tensor *h, pef
     return peft_add(ctx, h1, d, out);
 }
 
-static peft_status llama_block(peft_model *m, peft__block *b, peft_tensor *h, peft_tensor **out)
+static peft_status llama_block(peft_model *m, peft__kv *kv, int64_t l, peft_tensor *h, peft_tensor **out)
 {
+    peft__block *b = &m->blocks[l];
     peft_ctx *ctx = m->ctx;
     const peft_model_config *c = &m->cfg;
     peft_tensor *a, *q, *k, *v, *att, *o, *h1, *n2, *g, *u, *sg, *gu, *d;
@@ -49,12 +85,7 @@ static peft_status llama_block(peft_model *m, peft__block *b, peft_tensor *h, pe
     TRY(peft__linear_forward(ctx, &b->q, a, &q));
     TRY(peft__linear_forward(ctx, &b->k, a, &k));
     TRY(peft__linear_forward(ctx, &b->v, a, &v));
-    peft_attention_opts ao = peft_attention_opts_default();
-    ao.n_head = (int)c->n_head;
-    ao.n_kv_head = (int)c->n_kv_head;
-    ao.rope = PEFT_ROPE_HALF; /* weights are kept in Hugging Face order */
-    ao.rope_theta = c->rope_theta;
-    TRY(peft_attention(ctx, q, k, v, &ao, &att));
+    TRY(attend(m, kv, l, q, k, v, &att));
     TRY(peft__linear_forward(ctx, &b->o, att, &o));
     TRY(peft_add(ctx, h, o, &h1));
     TRY(peft_rmsnorm(ctx, h1, b->norm2_w, c->norm_eps, &n2));
@@ -80,22 +111,25 @@ static peft_status check_ids(peft_model *m, peft_tensor *ids, const char *fn)
     return PEFT_OK;
 }
 
-/* Embeddings and every block; hidden[l] receives the output of block l. */
-static peft_status run_blocks(peft_model *m, peft_tensor *ids, peft_tensor **hidden, peft_tensor **out)
+/* Embeddings and every block; hidden[l] receives the output of block l.
+ * kv: NULL, or the generation cache (positions continue at kv->pos). */
+peft_status peft__run_blocks(peft_model *m, peft__kv *kv, peft_tensor *ids, peft_tensor **hidden, peft_tensor **out)
 {
     peft_ctx *ctx = m->ctx;
-    const int64_t T = ids->shape[1];
+    const int64_t T = ids->shape[1], pos0 = kv ? kv->pos : 0;
     peft_tensor *h;
     TRY(peft_embedding(ctx, m->tok_emb, ids, &h));
     if (m->cfg.arch == PEFT_ARCH_GPT2) {
         peft_tensor *pos, *pe;
-        TRY(peft_slice(ctx, m->positions, 0, 0, T, &pos));
+        if (pos0 + T > m->cfg.n_ctx)
+            return peft__fail(ctx, PEFT_ERR_SHAPE, "gpt2: position %lld is past the context of %lld",
+                              (long long)(pos0 + T), (long long)m->cfg.n_ctx);
+        TRY(peft_slice(ctx, m->positions, 0, pos0, T, &pos));
         TRY(peft_embedding(ctx, m->pos_emb, pos, &pe)); /* [T, C] broadcast over B */
         TRY(peft_add(ctx, h, pe, &h));
     }
     for (int64_t l = 0; l < m->cfg.n_layer; l++) {
-        peft__block *b = &m->blocks[l];
-        TRY(m->cfg.arch == PEFT_ARCH_GPT2 ? gpt2_block(m, b, h, &h) : llama_block(m, b, h, &h));
+        TRY(m->cfg.arch == PEFT_ARCH_GPT2 ? gpt2_block(m, kv, l, h, &h) : llama_block(m, kv, l, h, &h));
         if (hidden) hidden[l] = h;
     }
     if (m->cfg.arch == PEFT_ARCH_GPT2) return peft_layernorm(ctx, h, m->normf_w, m->normf_b, m->cfg.norm_eps, out);
@@ -108,7 +142,7 @@ peft_status peft_model_forward_hidden(peft_model *m, peft_tensor *ids, peft_tens
     if (!out) return peft__fail(m->ctx, PEFT_ERR_INVALID_ARG, "peft_model_forward_hidden: out is NULL");
     *out = NULL;
     TRY(check_ids(m, ids, "peft_model_forward_hidden"));
-    return run_blocks(m, ids, NULL, out);
+    return peft__run_blocks(m, NULL, ids, NULL, out);
 }
 
 peft_status peft_model_forward(peft_model *m, peft_tensor *ids, peft_tensor **logits, peft_tensor **hidden)
@@ -118,7 +152,7 @@ peft_status peft_model_forward(peft_model *m, peft_tensor *ids, peft_tensor **lo
     *logits = NULL;
     TRY(check_ids(m, ids, "peft_model_forward"));
     peft_tensor *h;
-    TRY(run_blocks(m, ids, hidden, &h));
+    TRY(peft__run_blocks(m, NULL, ids, hidden, &h));
     return peft__linear_forward(m->ctx, &m->head, h, logits);
 }
 

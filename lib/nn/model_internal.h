@@ -64,4 +64,11 @@ typedef peft_dtype (*peft__dtype_pick)(void *user, const char *name, int ndim);
 peft_status peft__model_alloc(peft_ctx *ctx, const peft_model_config *cfg, peft__dtype_pick pick, void *user,
                              peft_model **out);
 
+/* The key/value cache of generation: per layer [1, cap, Hkv*D] (keys rotated). */
+typedef struct peft__kv {
+    peft_tensor **k, **v;
+    int64_t cap, pos;
+} peft__kv;
+peft_status peft__run_blocks(peft_model *m, peft__kv *kv, peft_tensor *ids, peft_tensor **hidden, peft_tensor **out);
+
 #endif

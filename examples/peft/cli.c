@@ -1,0 +1,197 @@
+#include "cli.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_OPTS 32
+static const char *opt_names[MAX_OPTS];
+static const char *opt_values[MAX_OPTS];
+static int n_opts;
+
+static bool in_list(const char *const *list, const char *s)
+{
+    for (; list && *list; list++)
+        if (!strcmp(*list, s)) return true;
+    return false;
+}
+
+bool cli_parse(cli_args *a, int argc, char **argv, const char *const *flags, const char *const *valued)
+{
+    memset(a, 0, sizeof *a);
+    a->argc = argc;
+    a->argv = argv;
+    n_opts = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        if (s[0] == '-' && s[1] == '-' && s[2]) {
+            if (n_opts == MAX_OPTS) {
+                fprintf(stderr, "peft: too many options\n");
+                return false;
+            }
+            if (in_list(flags, s + 2)) {
+                opt_names[n_opts] = s + 2;
+                opt_values[n_opts++] = "";
+            } else if (in_list(valued, s + 2)) {
+                if (i + 1 >= argc) {
+                    fprintf(stderr, "peft: option %s needs a value\n", s);
+                    return false;
+                }
+                opt_names[n_opts] = s + 2;
+                opt_values[n_opts++] = argv[++i];
+            } else {
+                fprintf(stderr, "peft: unknown option %s (see --help)\n", s);
+                return false;
+            }
+        } else {
+            if (a->n_positional == 4) {
+                fprintf(stderr, "peft: too many arguments ('%s')\n", s);
+                return false;
+            }
+            a->positional[a->n_positional++] = s;
+        }
+    }
+    return true;
+}
+
+const char *cli_get(const cli_args *a, const char *name)
+{
+    (void)a;
+    for (int i = n_opts - 1; i >= 0; i--)
+        if (!strcmp(opt_names[i], name)) return opt_values[i];
+    return NULL;
+}
+
+bool cli_has(const cli_args *a, const char *name) { return cli_get(a, name) != NULL; }
+
+bool cli_int(const cli_args *a, const char *name, long long def, long long *out)
+{
+    const char *v = cli_get(a, name);
+    if (!v) {
+        *out = def;
+        return true;
+    }
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end) {
+        fprintf(stderr, "peft: --%s expects an integer, got '%s'\n", name, v);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+bool cli_float(const cli_args *a, const char *name, double def, double *out)
+{
+    const char *v = cli_get(a, name);
+    if (!v) {
+        *out = def;
+        return true;
+    }
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end) {
+        fprintf(stderr, "peft: --%s expects a number, got '%s'\n", name, v);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+void cli_error(peft_ctx *ctx, const char *what, peft_status st)
+{
+    const char *msg = ctx ? peft_ctx_errmsg(ctx) : "";
+    fprintf(stderr, "peft: %s: %s%s%s\n", what, peft_status_str(st), *msg ? ": " : "", msg);
+}
+
+peft_ctx *cli_ctx(const cli_args *a)
+{
+    long long threads, seed;
+    if (!cli_int(a, "threads", 0, &threads) || !cli_int(a, "seed", 1, &seed)) return NULL;
+    peft_ctx_opts o = peft_ctx_opts_default();
+    o.n_threads = (int)threads;
+    o.seed = (uint64_t)seed;
+    peft_ctx *ctx = NULL;
+    peft_status st = peft_ctx_create(&o, &ctx);
+    if (st != PEFT_OK) {
+        cli_error(NULL, "cannot create a context", st);
+        return NULL;
+    }
+    return ctx;
+}
+
+peft_model *cli_load_model(peft_ctx *ctx, const char *path, int keep_dtype)
+{
+    peft_model_load_opts o = peft_model_load_opts_default();
+    o.keep_dtype = keep_dtype;
+    peft_model *m = NULL;
+    peft_status st = peft_model_load(ctx, path, &o, &m);
+    if (st != PEFT_OK) {
+        cli_error(ctx, "cannot load the model", st);
+        return NULL;
+    }
+    return m;
+}
+
+peft_tokenizer *cli_tokenizer(peft_ctx *ctx, const cli_args *a, peft_model *m, bool *owned)
+{
+    *owned = false;
+    const char *path = cli_get(a, "tokenizer");
+    if (path) {
+        peft_tokenizer *tok = NULL;
+        peft_status st = peft_tokenizer_load(ctx, path, &tok);
+        if (st != PEFT_OK) {
+            cli_error(ctx, "cannot load the tokenizer", st);
+            return NULL;
+        }
+        *owned = true;
+        return tok;
+    }
+    peft_tokenizer *tok = m ? peft_model_tokenizer(m) : NULL;
+    if (!tok) fprintf(stderr, "peft: the model file has no tokenizer; give one with --tokenizer PATH\n");
+    return tok;
+}
+
+bool cli_parse_ids(const char *s, int32_t **ids, size_t *n)
+{
+    size_t cap = 16, k = 0;
+    int32_t *v = malloc(cap * sizeof *v);
+    if (!v) return false;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long x = strtol(p, &end, 10);
+        if (end == p || errno || x < INT32_MIN || x > INT32_MAX) {
+            fprintf(stderr, "peft: bad token list '%s'\n", s);
+            free(v);
+            return false;
+        }
+        if (k == cap) {
+            int32_t *nv = realloc(v, (cap *= 2) * sizeof *v);
+            if (!nv) {
+                free(v);
+                return false;
+            }
+            v = nv;
+        }
+        v[k++] = (int32_t)x;
+        p = end;
+        if (*p == ',') p++;
+        else if (*p) {
+            fprintf(stderr, "peft: bad token list '%s'\n", s);
+            free(v);
+            return false;
+        }
+    }
+    if (k == 0) {
+        fprintf(stderr, "peft: empty token list\n");
+        free(v);
+        return false;
+    }
+    *ids = v;
+    *n = k;
+    return true;
+}

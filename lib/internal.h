@@ -257,5 +257,21 @@ enum {
 void peft__rope_rows(peft_ctx *ctx, peft_rope_mode mode, int n_head, int D, int n_rot, const float *cs,
                      float *dst, int64_t ldd, const float *src, int64_t lds, int64_t B, int64_t T,
                      unsigned flags);
+/* ---- files (lib/io/atomic_file.c) ---- */
+
+/* Atomic replacement of a file: peft__atomic_open creates <path>.tmp-<random>
+ * in the same directory; peft__atomic_write appends (buffered);
+ * peft__atomic_commit flushes, fsyncs, renames over `path` and fsyncs the
+ * directory; peft__atomic_abort closes and unlinks the temporary file. commit
+ * and abort always free `af` (a failed commit aborts). `fn` (a static string,
+ * the public caller's name) prefixes every message; I/O errors are
+ * PEFT_ERR_IO naming the path and the system error. */
+typedef struct peft__atomic_file peft__atomic_file;
+peft_status peft__atomic_open(peft_ctx *ctx, const char *fn, const char *path, peft__atomic_file **out);
+peft_status peft__atomic_write(peft__atomic_file *af, const void *data, size_t n);
+peft_status peft__atomic_commit(peft__atomic_file *af);
+void peft__atomic_abort(peft__atomic_file *af);
+/* Thread-safe strerror into buf (the result may be a static string). */
+const char *peft__strerror(int err, char *buf, size_t size);
 
 #endif /* PEFT_INTERNAL_H */

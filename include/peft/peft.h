@@ -10,5 +10,6 @@
 #include "autograd.h"
 #include "ops.h"
 #include "model.h"
+#include "io.h"
 
 #endif /* PEFT_PEFT_H */

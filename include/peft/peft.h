@@ -9,5 +9,6 @@
 #include "tensor.h"
 #include "autograd.h"
 #include "ops.h"
+#include "tokenizer.h"
 
 #endif /* PEFT_PEFT_H */

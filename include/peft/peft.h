@@ -11,5 +11,6 @@
 #include "ops.h"
 #include "model.h"
 #include "io.h"
+#include "tokenizer.h"
 
 #endif /* PEFT_PEFT_H */

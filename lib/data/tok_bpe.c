@@ -1,0 +1,403 @@
+/* GPT-2 byte-level BPE: the pre-tokenizer regex written out by hand, the
+ * byte-to-unicode alphabet, merges by rank, and the loaders (vocab.json +
+ * merges.txt, or in-memory arrays).
+ *
+ * Merges are kept as (left id, right id) -> (rank, merged id): every symbol
+ * of a word is a token (each byte starts as its one-character token, and a
+ * merge result must be a token), so BPE runs on ids and never on strings. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cJSON.h>
+
+#include "tok_internal.h"
+
+/* GPT-2's bytes_to_unicode(): printable Latin-1 bytes stand for themselves,
+ * the other 68 bytes map in order to U+0100..U+0143. */
+static void gpt2_alphabet(uint32_t cp[256])
+{
+    uint32_t extra = 256;
+    for (int b = 0; b < 256; b++) {
+        bool shown = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+        cp[b] = shown ? (uint32_t)b : extra++;
+    }
+}
+
+#define GPT2_ALPHABET_END 0x144 /* code points of the alphabet are below this */
+
+/* ---- pre-tokenizer ----
+ *
+ * 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ *
+ * The alternatives are tried in order at each position and every code point
+ * falls in one of the classes L, N, whitespace, other, so the matches tile
+ * the text. Bytes that are not valid UTF-8 count as "other". */
+
+static inline uint32_t class_at(const uint8_t *s, size_t n, size_t i, size_t *len)
+{
+    uint32_t cp;
+    *len = s[i] < 0x80 ? (cp = s[i], 1) : peft__utf8_decode(s + i, n - i, &cp);
+    return cp == UINT32_MAX ? PEFT__UC_OTHER : peft__unicode_class(cp);
+}
+
+size_t peft__gpt2_pretoken_end(const uint8_t *s, size_t n, size_t i)
+{
+    /* contractions (case-sensitive, as in GPT-2) */
+    if (s[i] == '\'' && i + 1 < n) {
+        uint8_t a = s[i + 1];
+        if (a == 's' || a == 't' || a == 'm' || a == 'd') return i + 2;
+        if (i + 2 < n) {
+            uint8_t b = s[i + 2];
+            if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return i + 3;
+        }
+    }
+    size_t len;
+    uint32_t c = class_at(s, n, i, &len);
+    size_t j = i + len;
+    /* " ?X+": a space joins the run of letters / numbers / other after it */
+    if (s[i] == ' ' && j < n) {
+        uint32_t c2 = class_at(s, n, j, &len);
+        if (c2 != PEFT__UC_WS) {
+            c = c2;
+            j += len;
+        }
+    }
+    if (c != PEFT__UC_WS) {
+        while (j < n && class_at(s, n, j, &len) == c) j += len;
+        return j;
+    }
+    /* \s+(?!\S) backtracks to leave the last whitespace before a non-space to
+     * the next pre-token (where " ?X+" or \s+ takes it); \s+ takes a single one */
+    size_t last = i;
+    for (j = i; j < n && class_at(s, n, j, &len) == PEFT__UC_WS; j += len) last = j;
+    if (j == n) return n;
+    return last > i ? last : j;
+}
+
+/* ---- encode ---- */
+
+static bool bpe_pair(void *user, int32_t a, int32_t b, double *key, int32_t *merged)
+{
+    const peft_tokenizer *tok = user;
+    int32_t rank;
+    if (!peft__pair_map_get(&tok->merges, a, b, &rank, merged)) return false;
+    *key = rank;
+    return true;
+}
+
+peft_status peft__tok_bpe_encode(peft_tokenizer *tok, const uint8_t *s, size_t n, peft__tok_out *o)
+{
+    peft_ctx *ctx = tok->ctx;
+    peft__merger m = {0};
+    int32_t *sym = NULL; /* (cap) the symbols of one pre-token */
+    size_t cap = 0;
+    peft_status st = PEFT_OK;
+    for (size_t i = 0; i < n;) {
+        size_t end = peft__gpt2_pretoken_end(s, n, i), w = end - i;
+        if (w == 1) { /* most punctuation and single spaces: no merge possible */
+            peft__tok_emit(o, tok->byte_id[s[i]]);
+            i = end;
+            continue;
+        }
+        if (w > cap) {
+            size_t c = cap ? cap : 256;
+            while (c < w) c *= 2;
+            peft__free(ctx, sym);
+            sym = peft__malloc(ctx, c * sizeof *sym);
+            if (!sym) {
+                st = peft__fail(ctx, PEFT_ERR_NOMEM, "peft_tokenizer_encode: no memory for a %zu-byte word", w);
+                break;
+            }
+            cap = c;
+        }
+        for (size_t k = 0; k < w; k++) sym[k] = tok->byte_id[s[i + k]];
+        size_t k_out;
+        st = peft__merge_run(ctx, &m, sym, w, bpe_pair, tok, &k_out);
+        if (st != PEFT_OK) break;
+        for (size_t k = 0; k < k_out; k++) peft__tok_emit(o, sym[k]);
+        i = end;
+    }
+    peft__free(ctx, sym);
+    peft__merger_free(ctx, &m);
+    return st;
+}
+
+/* ---- building ---- */
+
+/* Where a merge came from, for messages: "file:line" or "merges[i]". */
+typedef struct merge_src {
+    const char *path;    /* NULL for arrays */
+    const size_t *lines; /* (n_merges) line numbers when path is set */
+} merge_src;
+
+static const char *merge_where(const merge_src *src, size_t i, char *buf, size_t size)
+{
+    if (src->path)
+        snprintf(buf, size, "%s:%zu", src->path, src->lines[i]);
+    else
+        snprintf(buf, size, "merges[%zu]", i);
+    return buf;
+}
+
+static peft_status bpe_build(peft_ctx *ctx, const char *fn, const char *vocab_src, size_t n_tokens,
+                             const char *const *tokens, const size_t *token_lens, size_t n_merges,
+                             const char *const *merges, const size_t *merge_lens, const merge_src *src, int32_t bos,
+                             int32_t eos, peft_tokenizer **out)
+{
+    char who[320], where[300], q[96], q2[96];
+    snprintf(who, sizeof who, "%s: %s", fn, vocab_src);
+    if (n_merges && (!merges || !merge_lens))
+        return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: merges or merge_lens is NULL", fn);
+    if (n_merges > INT32_MAX) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: %zu merges is too many", fn, n_merges);
+    if (bos < -1 || (bos >= 0 && (size_t)bos >= n_tokens) || eos < -1 || (eos >= 0 && (size_t)eos >= n_tokens))
+        return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: bos %d / eos %d outside [-1, %zu)", fn, (int)bos, (int)eos,
+                          n_tokens);
+    peft_tokenizer *tok;
+    peft_status st = peft__tok_new(ctx, who, PEFT_TOKENIZER_GPT2_BPE, n_tokens, tokens, token_lens, &tok);
+    if (st != PEFT_OK) return st;
+    tok->bos = bos;
+    tok->eos = eos;
+
+    /* the alphabet: every byte needs its one-character token */
+    gpt2_alphabet(tok->byte_cp);
+    int16_t cp_byte[GPT2_ALPHABET_END]; /* inverse of byte_cp */
+    memset(cp_byte, 0xFF, sizeof cp_byte);
+    for (int b = 0; b < 256; b++) {
+        uint8_t u[4];
+        size_t len = peft__utf8_encode(tok->byte_cp[b], u);
+        cp_byte[tok->byte_cp[b]] = (int16_t)b;
+        tok->byte_id[b] = peft__tok_index_find(&tok->index, (const char *)u, len);
+        if (tok->byte_id[b] < 0) {
+            st = peft__fail(ctx, PEFT_ERR_FORMAT,
+                            "%s: no token for byte 0x%02X (U+%04X %s): not a byte-level BPE vocabulary", who, b,
+                            (unsigned)tok->byte_cp[b], peft__tok_quote((const char *)u, len, q, sizeof q));
+            goto fail;
+        }
+    }
+
+    /* decoded pieces: alphabet characters back to bytes; anything else (added
+     * tokens written in plain UTF-8) is copied as it is */
+    st = peft__tok_alloc_pieces(tok, who, tok->off[n_tokens]);
+    if (st != PEFT_OK) goto fail;
+    size_t po = 0;
+    for (size_t id = 0; id < n_tokens; id++) {
+        const uint8_t *t = (const uint8_t *)tok->text + tok->off[id];
+        size_t len = tok->off[id + 1] - tok->off[id];
+        for (size_t k = 0; k < len;) {
+            uint32_t cp;
+            size_t l = peft__utf8_decode(t + k, len - k, &cp);
+            if (cp < GPT2_ALPHABET_END && cp_byte[cp] >= 0)
+                tok->piece[po++] = (char)cp_byte[cp];
+            else
+                for (size_t x = 0; x < l; x++) tok->piece[po++] = (char)t[k + x];
+            k += l;
+        }
+        tok->piece_off[id + 1] = po;
+    }
+
+    /* merges */
+    if (peft__pair_map_init(ctx, &tok->merges, n_merges) != PEFT_OK) {
+        st = peft__fail(ctx, PEFT_ERR_NOMEM, "%s: cannot allocate %zu merges", fn, n_merges);
+        goto fail;
+    }
+    size_t max_merge = 0;
+    for (size_t r = 0; r < n_merges; r++) {
+        if (!merges[r] && merge_lens[r]) {
+            st = peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: merges[%zu] is NULL", fn, r);
+            goto fail;
+        }
+        if (merge_lens[r] > max_merge) max_merge = merge_lens[r];
+    }
+    char *cat = peft__malloc(ctx, max_merge + 1);
+    if (!cat) {
+        st = peft__fail(ctx, PEFT_ERR_NOMEM, "%s: cannot allocate %zu bytes", fn, max_merge);
+        goto fail;
+    }
+    for (size_t r = 0; r < n_merges; r++) {
+        const char *m = merges[r];
+        size_t len = merge_lens[r], sp = 1;
+        while (sp < len && m[sp] != ' ') sp++;
+        if (len == 0 || sp + 1 >= len) {
+            st = peft__fail(ctx, PEFT_ERR_FORMAT, "%s: %s: merge %s is not two tokens \"a b\"", fn,
+                            merge_where(src, r, where, sizeof where), peft__tok_quote(m, len, q, sizeof q));
+            break;
+        }
+        int32_t a = peft__tok_index_find(&tok->index, m, sp);
+        int32_t b = peft__tok_index_find(&tok->index, m + sp + 1, len - sp - 1);
+        if (a < 0 || b < 0) {
+            st = peft__fail(ctx, PEFT_ERR_FORMAT, "%s: %s: merge %s: token %s is not in the vocabulary", fn,
+                            merge_where(src, r, where, sizeof where), peft__tok_quote(m, len, q, sizeof q),
+                            a < 0 ? peft__tok_quote(m, sp, q2, sizeof q2)
+                                  : peft__tok_quote(m + sp + 1, len - sp - 1, q2, sizeof q2));
+            break;
+        }
+        memcpy(cat, m, sp);
+        memcpy(cat + sp, m + sp + 1, len - sp - 1);
+        int32_t ab = peft__tok_index_find(&tok->index, cat, len - 1);
+        if (ab < 0) {
+            st = peft__fail(ctx, PEFT_ERR_FORMAT, "%s: %s: merge %s: the result %s is not in the vocabulary", fn,
+                            merge_where(src, r, where, sizeof where), peft__tok_quote(m, len, q, sizeof q),
+                            peft__tok_quote(cat, len - 1, q2, sizeof q2));
+            break;
+        }
+        if (!peft__pair_map_put(ctx, &tok->merges, a, b, (int32_t)r, ab)) {
+            st = peft__fail(ctx, PEFT_ERR_NOMEM, "%s: cannot grow the merge table", fn);
+            break;
+        }
+    }
+    peft__free(ctx, cat); /* after the messages, which may quote it */
+    if (st != PEFT_OK) goto fail;
+    *out = tok;
+    return PEFT_OK;
+fail:
+    peft_tokenizer_destroy(tok);
+    return st;
+}
+
+peft_status peft_tokenizer_create_bpe(peft_ctx *ctx, size_t n_tokens, const char *const *tokens,
+                                      const size_t *token_lens, size_t n_merges, const char *const *merges,
+                                      const size_t *merge_lens, int32_t bos, int32_t eos, peft_tokenizer **out)
+{
+    const char *fn = "peft_tokenizer_create_bpe";
+    if (!out) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: out is NULL", fn);
+    *out = NULL;
+    if (!ctx) return PEFT_ERR_INVALID_ARG;
+    merge_src src = {NULL, NULL};
+    return bpe_build(ctx, fn, "tokens", n_tokens, tokens, token_lens, n_merges, merges, merge_lens, &src, bos, eos,
+                     out);
+}
+
+/* ---- files: vocab.json / encoder.json + merges.txt / vocab.bpe ---- */
+
+/* Token strings of a JSON object {"token": id, ...} in id order. They point
+ * into *json, which the caller deletes. */
+static peft_status read_vocab_json(peft_ctx *ctx, const char *fn, const char *path, cJSON **json, size_t *n_out,
+                                   const char ***tokens_out, size_t **lens_out)
+{
+    char *data;
+    size_t len;
+    *json = NULL;
+    peft_status st = peft__tok_read_file(ctx, fn, path, &data, &len);
+    if (st != PEFT_OK) return st;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
+    if (!root) {
+        size_t at = end && end >= data && end <= data + len ? (size_t)(end - data) : 0, line = 1;
+        for (size_t i = 0; i < at; i++) line += data[i] == '\n';
+        peft__free(ctx, data);
+        return peft__fail(ctx, PEFT_ERR_FORMAT, "%s: %s: invalid JSON at byte %zu (line %zu)", fn, path, at, line);
+    }
+    peft__free(ctx, data);
+    *json = root;
+    if (!cJSON_IsObject(root))
+        return peft__fail(ctx, PEFT_ERR_FORMAT, "%s: %s: not a JSON object token -> id", fn, path);
+    size_t n = 0;
+    for (cJSON *it = root->child; it; it = it->next) n++;
+    if (n == 0) return peft__fail(ctx, PEFT_ERR_FORMAT, "%s: %s: no tokens", fn, path);
+    const char **tokens = peft__calloc(ctx, n, sizeof *tokens);
+    size_t *lens = peft__calloc(ctx, n, sizeof *lens);
+    if (!tokens || !lens) {
+        peft__free(ctx, tokens);
+        peft__free(ctx, lens);
+        return peft__fail(ctx, PEFT_ERR_NOMEM, "%s: %s: cannot allocate %zu tokens", fn, path, n);
+    }
+    char q[96], q2[96];
+    for (cJSON *it = root->child; it; it = it->next) {
+        const char *key = it->string ? it->string : "";
+        double v = it->valuedouble;
+        if (!cJSON_IsNumber(it) || !(v >= 0) || v != floor(v) || v >= (double)n) {
+            char val[64];
+            if (cJSON_IsNumber(it))
+                snprintf(val, sizeof val, "%.17g", v);
+            else
+                snprintf(val, sizeof val, "a non-number");
+            st = peft__fail(ctx, PEFT_ERR_FORMAT, "%s: %s: token %s has id %s, not an integer in [0, %zu)", fn, path,
+                            peft__tok_quote(key, strlen(key), q, sizeof q), val, n);
+            goto fail;
+        }
+        size_t id = (size_t)v;
+        if (tokens[id]) {
+            st = peft__fail(ctx, PEFT_ERR_FORMAT, "%s: %s: id %zu is given to both %s and %s", fn, path, id,
+                            peft__tok_quote(tokens[id], lens[id], q, sizeof q),
+                            peft__tok_quote(key, strlen(key), q2, sizeof q2));
+            goto fail;
+        }
+        tokens[id] = key;
+        lens[id] = strlen(key);
+    }
+    *n_out = n;
+    *tokens_out = tokens;
+    *lens_out = lens;
+    return PEFT_OK;
+fail:
+    peft__free(ctx, tokens);
+    peft__free(ctx, lens);
+    return st;
+}
+
+/* The merge lines of merges.txt: skips an optional "#version" first line and
+ * empty lines; drops '\r' line ends. Pointers go into `data`. */
+static peft_status split_merges(peft_ctx *ctx, const char *fn, const char *path, char *data, size_t len, size_t *n_out,
+                                const char ***merges, size_t **lens, size_t **lines)
+{
+    size_t n_lines = 1;
+    for (size_t i = 0; i < len; i++) n_lines += data[i] == '\n';
+    *merges = peft__calloc(ctx, n_lines, sizeof **merges);
+    *lens = peft__calloc(ctx, n_lines, sizeof **lens);
+    *lines = peft__calloc(ctx, n_lines, sizeof **lines);
+    if (!*merges || !*lens || !*lines)
+        return peft__fail(ctx, PEFT_ERR_NOMEM, "%s: %s: cannot allocate %zu lines", fn, path, n_lines);
+    size_t n = 0, line = 0;
+    for (size_t i = 0; i < len;) {
+        size_t e = i;
+        while (e < len && data[e] != '\n') e++;
+        size_t l = e - i;
+        line++;
+        if (l > 0 && data[i + l - 1] == '\r') l--;
+        bool header = line == 1 && l >= 8 && memcmp(data + i, "#version", 8) == 0;
+        if (l > 0 && !header) {
+            (*merges)[n] = data + i;
+            (*lens)[n] = l;
+            (*lines)[n] = line;
+            n++;
+        }
+        i = e + 1;
+    }
+    *n_out = n;
+    return PEFT_OK;
+}
+
+peft_status peft_tokenizer_load_gpt2(peft_ctx *ctx, const char *vocab_json_path, const char *merges_path,
+                                     peft_tokenizer **out)
+{
+    const char *fn = "peft_tokenizer_load_gpt2";
+    if (!out) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: out is NULL", fn);
+    *out = NULL;
+    if (!ctx) return PEFT_ERR_INVALID_ARG;
+    if (!vocab_json_path || !merges_path)
+        return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: vocab_json_path or merges_path is NULL", fn);
+    cJSON *json = NULL;
+    const char **tokens = NULL, **merges = NULL;
+    size_t n_tokens = 0, n_merges = 0, *token_lens = NULL, *merge_lens = NULL, *lines = NULL, mlen;
+    char *mdata = NULL;
+    peft_status st = read_vocab_json(ctx, fn, vocab_json_path, &json, &n_tokens, &tokens, &token_lens);
+    if (st == PEFT_OK) st = peft__tok_read_file(ctx, fn, merges_path, &mdata, &mlen);
+    if (st == PEFT_OK) st = split_merges(ctx, fn, merges_path, mdata, mlen, &n_merges, &merges, &merge_lens, &lines);
+    if (st == PEFT_OK) {
+        int32_t eot = -1; /* GPT-2 marks both ends of a document with <|endoftext|> */
+        for (size_t i = 0; i < n_tokens; i++)
+            if (token_lens[i] == 13 && memcmp(tokens[i], "<|endoftext|>", 13) == 0) eot = (int32_t)i;
+        merge_src src = {merges_path, lines};
+        st = bpe_build(ctx, fn, vocab_json_path, n_tokens, tokens, token_lens, n_merges, merges, merge_lens, &src, eot,
+                       eot, out);
+    }
+    cJSON_Delete(json);
+    peft__free(ctx, tokens);
+    peft__free(ctx, token_lens);
+    peft__free(ctx, mdata);
+    peft__free(ctx, merges);
+    peft__free(ctx, merge_lens);
+    peft__free(ctx, lines);
+    return st;
+}

@@ -11,6 +11,7 @@
 #define PEFT_MODEL_H
 
 #include "ops.h"
+#include "tokenizer.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -80,6 +81,14 @@ PEFT_API peft_status peft_model_forward_hidden(peft_model *model, peft_tensor *i
  * not count. */
 PEFT_API peft_status peft_model_lm_loss(peft_model *model, peft_tensor *ids, peft_tensor *mask,
                                         peft_tensor **loss);
+
+/* The tokenizer the model file brought (a GGUF's tokenizer.ggml.* metadata,
+ * a llama2.c tok<V>.bin or tokenizer.bin beside the checkpoint), or NULL.
+ * Borrowed: valid as long as the model. */
+PEFT_API peft_tokenizer *peft_model_tokenizer(const peft_model *model);
+/* Give the model a tokenizer; the model takes ownership (and frees any
+ * previous one). NULL removes it. */
+PEFT_API peft_status peft_model_set_tokenizer(peft_model *model, peft_tokenizer *tok);
 
 /* ---- generation ---- */
 

@@ -309,12 +309,22 @@ void peft_model_destroy(peft_model *m)
     peft__free(ctx, m->params);
     peft__free(ctx, m->blocks);
     peft__free(ctx, m->flat);
+    peft_tokenizer_destroy(m->tokenizer);
     peft__free(ctx, m);
 }
 
 const peft_model_config *peft_model_get_config(const peft_model *m) { return m ? &m->cfg : NULL; }
 peft_ctx *peft_model_ctx(const peft_model *m) { return m ? m->ctx : NULL; }
 size_t peft_model_n_params(const peft_model *m) { return m ? m->n_params : 0; }
+peft_tokenizer *peft_model_tokenizer(const peft_model *m) { return m ? m->tokenizer : NULL; }
+
+peft_status peft_model_set_tokenizer(peft_model *m, peft_tokenizer *tok)
+{
+    if (!m) return PEFT_ERR_INVALID_ARG;
+    if (tok != m->tokenizer) peft_tokenizer_destroy(m->tokenizer);
+    m->tokenizer = tok;
+    return PEFT_OK;
+}
 
 peft_status peft_model_param(const peft_model *m, size_t i, const char **name, peft_tensor **tensor)
 {

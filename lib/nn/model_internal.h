@@ -50,7 +50,7 @@ struct peft_model {
     peft__block *blocks;        /* [L] */
     peft_tensor *normf_w, *normf_b;
     peft__linear head;          /* w = tok_emb when tied */
-    void *tokenizer;            /* peft_tokenizer * brought by the file, owned */
+    peft_tokenizer *tokenizer;  /* brought by the file, owned */
 };
 
 /* Every projection of block l in a fixed order (entries with w == NULL unused). */

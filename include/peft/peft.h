@@ -9,5 +9,7 @@
 #include "tensor.h"
 #include "autograd.h"
 #include "ops.h"
+#include "gguf.h"
+#include "llama2c.h"
 
 #endif /* PEFT_PEFT_H */

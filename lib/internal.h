@@ -273,5 +273,42 @@ peft_status peft__atomic_commit(peft__atomic_file *af);
 void peft__atomic_abort(peft__atomic_file *af);
 /* Thread-safe strerror into buf (the result may be a static string). */
 const char *peft__strerror(int err, char *buf, size_t size);
+/* ---- Q8_0 blocks (tensor/q8_0.c) ----
+ * ggml's block_q8_0: 32 weights in 34 bytes, an fp16 scale d then int8 q[32];
+ * the weight is q * d. Buffers are byte arrays (blocks are not aligned). */
+#define PEFT__Q8_0_BLOCK 32
+#define PEFT__Q8_0_BYTES 34
+/* Quantize n floats (n a multiple of 32) into n/32 blocks like ggml's
+ * quantize_row_q8_0_ref: d = amax/127, q = roundf(x * (1/d)) (0 when d = 0). */
+void peft__q8_0_quantize(const float *x, size_t n, void *blocks);
+/* Dequantize elements [first, first + n) of a Q8_0 buffer into dst[0..n). */
+void peft__q8_0_to_f32(const void *blocks, size_t first, size_t n, float *dst);
+
+/* ---- file readers (lib/io) ---- */
+
+/* A whole file mapped read-only (mmap_file.c). */
+typedef struct peft__mapped {
+    const uint8_t *data;
+    size_t size;
+} peft__mapped;
+/* Map `path`; errors (PEFT_ERR_IO) are reported as "<fn>: <path>: ...".
+ * An empty file maps to data = NULL, size = 0. */
+peft_status peft__map_file(peft_ctx *ctx, const char *fn, const char *path, peft__mapped *out);
+void peft__unmap_file(peft__mapped *m);
+/* A new long-lived contiguous tensor of dtype `want` and the given shape from
+ * `bytes` (possibly unaligned, little-endian) holding the tensor in dtype
+ * `src` (tensor_decode.c). Conversions: between f32/f16/bf16, q8_0 -> any
+ * float (dequantize), any float -> q8_0 (quantize; last dim % 32 == 0),
+ * i32 -> i32. The tensor is named `name`. Messages name `fn` and `name`. */
+peft_status peft__tensor_decode(peft_ctx *ctx, const char *fn, const char *name, peft_dtype src,
+                                const void *bytes, int ndim, const int64_t *shape, peft_dtype want,
+                                peft_tensor **out);
+
+/* ggml tensor types (ggml_types.c): elements per block and bytes per block
+ * of a type id; false for retired ids and ids whose size libpeft does not
+ * know. `known` (may be NULL) tells apart ids that exist in newer ggml. */
+bool peft__ggml_type_size(uint32_t ggml_type, size_t *block_elems, size_t *block_bytes, bool *known);
+/* Bytes of one element of a GGUF metadata scalar type; 0 for string/array/invalid. */
+size_t peft__gguf_scalar_size(uint32_t gguf_type);
 
 #endif /* PEFT_INTERNAL_H */

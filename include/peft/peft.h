@@ -12,5 +12,7 @@
 #include "model.h"
 #include "io.h"
 #include "tokenizer.h"
+#include "gguf.h"
+#include "llama2c.h"
 
 #endif /* PEFT_PEFT_H */

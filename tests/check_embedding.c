@@ -181,14 +181,14 @@ END_TEST
 START_TEST(api_embedding_errors)
 {
     peft_ctx *ctx = tu_ctx(1, 18);
-    int64_t st[2] = {10, 4}, s1[1] = {10}, si[2] = {2, 3}, s4[4] = {1, 1, 2, 3}, sq[2] = {2, 32};
+    int64_t st[2] = {10, 4}, s1[1] = {10}, si[2] = {2, 3}, s4[4] = {1, 1, 2, 3}, sq[2] = {2, 64};
     peft_tensor *table = tu_randn(ctx, 2, st, 1.0f, 0), *vec = tu_randn(ctx, 1, s1, 1.0f, 0);
     const int32_t good[6] = {0, 1, 2, 3, 4, 9}, bad_hi[6] = {0, 1, 2, 3, 10, 5}, bad_lo[6] = {0, -1, 2, 3, 4, 5};
     peft_tensor *ids = tu_ids(ctx, 2, si, good), *hi = tu_ids(ctx, 2, si, bad_hi), *lo = tu_ids(ctx, 2, si, bad_lo);
     int32_t z[6] = {0};
     peft_tensor *ids4 = tu_ids(ctx, 4, s4, z);
     peft_tensor *fids = tu_randn(ctx, 2, si, 1.0f, 0), *o = NULL, *q = NULL, *tr;
-    TU_OK(ctx, peft_tensor_create(ctx, PEFT_DTYPE_Q8_0, 2, sq, &q));
+    TU_OK(ctx, peft_tensor_create(ctx, PEFT_DTYPE_NF4, 2, sq, &q));
 
     ck_assert_int_eq(peft_embedding(NULL, table, ids, &o), PEFT_ERR_INVALID_ARG);
     TU_EXPECT_FAIL(ctx, peft_embedding(ctx, table, ids, NULL), PEFT_ERR_INVALID_ARG, "peft_embedding: out is NULL");

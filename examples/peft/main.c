@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "peft/peft.h"
+#include "cli.h"
 
 static int cmd_version(int argc, char **argv)
 {
@@ -19,6 +19,10 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    {"info", cmd_info, "describe a model file: architecture, sizes, dtypes, parameters"},
+    {"logits", cmd_logits, "print the logits for a list of token ids"},
+    {"generate", cmd_generate, "continue a prompt (greedy or sampled, with a KV cache)"},
+    {"tokenize", cmd_tokenize, "show the ids and pieces of a text"},
     {"version", cmd_version, "print the version"},
 };
 

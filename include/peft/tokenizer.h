@@ -30,6 +30,7 @@
 #define PEFT_TOKENIZER_H
 
 #include "core.h"
+#include "gguf.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -141,6 +142,17 @@ PEFT_API int32_t peft_tokenizer_eos(const peft_tokenizer *tok);
 PEFT_API peft_tokenizer_kind peft_tokenizer_get_kind(const peft_tokenizer *tok);
 PEFT_API const char *peft_tokenizer_kind_name(peft_tokenizer_kind kind);
 PEFT_API const char *peft_tokenizer_name(const peft_tokenizer *tok);
+
+/* The tokenizer stored in a GGUF's tokenizer.ggml.* metadata: model "llama"
+ * (SentencePiece-style BPE with byte fallback, scores and token types) or
+ * "gpt2" (byte-level BPE with merges). PEFT_ERR_NOT_FOUND when the file has
+ * none. */
+PEFT_API peft_status peft_tokenizer_from_gguf(peft_ctx *ctx, const peft_gguf *g, peft_tokenizer **out);
+
+/* Load a tokenizer from a path, detected from the contents: a GGUF file, a
+ * llama2.c tokenizer.bin (its size is counted from the records), or a
+ * directory holding vocab.json + merges.txt (or encoder.json + vocab.bpe). */
+PEFT_API peft_status peft_tokenizer_load(peft_ctx *ctx, const char *path, peft_tokenizer **out);
 
 #ifdef __cplusplus
 }

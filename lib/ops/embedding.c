@@ -1,6 +1,6 @@
 /* Embedding lookup: out[n, :] = table[ids[n], :].
  *
- * table: (V, C) f32, or f16/bf16 storage for a frozen table (rows converted
+ * table: (V, C) f32, or f16/bf16/q8_0 storage for a frozen table (rows converted
  * as they are read); ids: (N) i32 of any shape; out: (N, C) f32 shaped
  * [ids..., C]. Backward scatters dout rows into the used rows of dtable only,
  * so a 50k-row vocabulary costs nothing for rows the batch never touched. */
@@ -74,8 +74,9 @@ peft_status peft_embedding(peft_ctx *ctx, peft_tensor *table, peft_tensor *ids, 
     peft_status st;
     if ((st = peft__check_input(ctx, op, "table", table)) != PEFT_OK) return st;
     if ((st = peft__check_input(ctx, op, "ids", ids)) != PEFT_OK) return st;
-    if (table->dtype != PEFT_DTYPE_F32 && table->dtype != PEFT_DTYPE_F16 && table->dtype != PEFT_DTYPE_BF16)
-        return peft__fail(ctx, PEFT_ERR_DTYPE, "%s: table dtype %s is not supported (f32, f16, bf16)", op,
+    if (table->dtype != PEFT_DTYPE_F32 && table->dtype != PEFT_DTYPE_F16 && table->dtype != PEFT_DTYPE_BF16 &&
+        table->dtype != PEFT_DTYPE_Q8_0)
+        return peft__fail(ctx, PEFT_ERR_DTYPE, "%s: table dtype %s is not supported (f32, f16, bf16, q8_0)", op,
                           peft_dtype_name(table->dtype));
     if (ids->dtype != PEFT_DTYPE_I32)
         return peft__fail(ctx, PEFT_ERR_DTYPE, "%s: ids are %s, expected i32", op, peft_dtype_name(ids->dtype));

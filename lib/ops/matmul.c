@@ -242,7 +242,8 @@ peft_status peft_linear(peft_ctx *ctx, peft_tensor *x, peft_tensor *w, peft_tens
     peft_status st;
     if ((st = peft__check_f32(ctx, op, "x", x)) != PEFT_OK) return st;
     if ((st = peft__check_input(ctx, op, "w", w)) != PEFT_OK) return st;
-    if (w->dtype != PEFT_DTYPE_F32 && w->dtype != PEFT_DTYPE_F16 && w->dtype != PEFT_DTYPE_BF16)
+    if (w->dtype != PEFT_DTYPE_F32 && w->dtype != PEFT_DTYPE_F16 && w->dtype != PEFT_DTYPE_BF16 &&
+        w->dtype != PEFT_DTYPE_Q8_0)
         return peft__fail(ctx, PEFT_ERR_DTYPE, "%s: weight dtype %s is not supported", op, peft_dtype_name(w->dtype));
     char sx[64], sw[64], sb[64];
     if (w->ndim != 2 || peft__cols(x) != w->shape[1])

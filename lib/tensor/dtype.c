@@ -114,6 +114,10 @@ peft_status peft__to_f32(peft_dtype dtype, const void *src, size_t first, size_t
         for (size_t i = 0; i < n; i++) dst[i] = peft__bf16_to_f32(s[i]);
         return PEFT_OK;
     }
+    case PEFT_DTYPE_Q8_0:
+        if (first % PEFT__Q8_0_BLOCK != 0) return PEFT_ERR_DTYPE;
+        peft__q8_0_to_f32(src, first, n, dst);
+        return PEFT_OK;
     default:
         return PEFT_ERR_DTYPE;
     }

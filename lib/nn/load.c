@@ -95,6 +95,10 @@ peft_status peft__assign_param(peft_ctx *ctx, const char *file, peft__param *p, 
         return peft__fail(ctx, PEFT_ERR_SHAPE, "%s: tensor '%s' has shape %s, the config needs %s%s", file, p->name,
                           peft__shape_str(src, ss, sizeof ss), peft__shape_str(dst, sd, sizeof sd),
                           transpose ? " (stored transposed)" : "");
+    if (!transpose && src->dtype == dst->dtype) { /* same storage: copy the bytes (also q8_0 blocks) */
+        memcpy(dst->data, src->data, peft_tensor_nbytes(dst));
+        return PEFT_OK;
+    }
     peft_tensor *view = src;
     if (transpose) {
         int prev = peft_set_grad_enabled(ctx, 0);
@@ -104,7 +108,11 @@ peft_status peft__assign_param(peft_ctx *ctx, const char *file, peft__param *p, 
     }
     peft_status st = peft_tensor_copy_out(view, dst->data, dst->dtype, (size_t)peft_tensor_numel(dst));
     if (transpose) peft_graph_release(ctx);
-    if (st != PEFT_OK) return peft__fail(ctx, st, "%s: tensor '%s': %s", file, p->name, peft_ctx_errmsg(ctx));
+    if (st != PEFT_OK) {
+        char why[PEFT__ERRMSG_SIZE];
+        snprintf(why, sizeof why, "%s", peft_ctx_errmsg(ctx));
+        return peft__fail(ctx, st, "%s: tensor '%s': %s", file, p->name, why);
+    }
     return PEFT_OK;
 }
 

@@ -18,7 +18,7 @@ static peft_status gguf_strings(peft_ctx *ctx, const peft_gguf *g, const char *k
     *lens = NULL;
     peft_status st = peft_gguf_get_arr(g, key, &et, n);
     if (st != PEFT_OK) return st;
-    if (et != PEFT_GGUF_TYPE_STRING) return peft__fail(ctx, PEFT_ERR_FORMAT, "GGUF: %s is not a string array", key);
+    if (et != PEFT_GGUF_STRING) return peft__fail(ctx, PEFT_ERR_FORMAT, "GGUF: %s is not a string array", key);
     *strs = peft__calloc(ctx, *n + 1, sizeof **strs);
     *lens = peft__calloc(ctx, *n + 1, sizeof **lens);
     if (!*strs || !*lens) return peft__fail(ctx, PEFT_ERR_NOMEM, "GGUF: %s: out of memory", key);
@@ -134,7 +134,7 @@ peft_status peft_tokenizer_load(peft_ctx *ctx, const char *path, peft_tokenizer 
         peft_gguf_close(g);
         return st;
     }
-    size_t n;
+    size_t n = 0;
     peft_status st = llama2c_count(ctx, path, &n);
     if (st != PEFT_OK) return st;
     return peft_tokenizer_load_llama2c(ctx, path, n, out);

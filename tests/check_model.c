@@ -164,6 +164,7 @@ START_TEST(io_every_format_and_dtype)
         {GOLDEN "llama-tied/model.bf16.safetensors", "llama-tied", "logits_bf16", 1, 1e-4},
         {GOLDEN "llama/model.gguf", "llama", "logits", 0, 1e-4},
         {GOLDEN "llama/model.q8_0.gguf", "llama", "logits_q8_0", 0, 1e-4},
+        {GOLDEN "llama/model.q8_0.gguf", "llama", "logits_q8_0", 1, 1e-4}, /* kept as q8_0 blocks */
         {GOLDEN "llama/model.bin", "llama", "logits", 0, 1e-4},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -241,7 +242,7 @@ START_TEST(io_bad_checkpoints)
     TU_EXPECT_FAIL(ctx, peft_model_load(ctx, GOLDEN "README.md", NULL, &m), PEFT_ERR_FORMAT, "not a model file");
     TU_EXPECT_FAIL(ctx, peft_model_load(ctx, "tests", NULL, &m), PEFT_ERR_FORMAT, "without config.json");
     /* a truncated GGUF copy */
-    char tmpl[] = "/tmp/peft_trunc_XXXXXX", cmd[512], file[600];
+    char tmpl[] = "/tmp/peft_trunc_XXXXXX", cmd[1024], file[600];
     ck_assert_ptr_nonnull(mkdtemp(tmpl));
     snprintf(file, sizeof file, "%s/model.gguf", tmpl);
     snprintf(cmd, sizeof cmd, "head -c 20000 " GOLDEN "llama/model.gguf > %s", file);
@@ -342,6 +343,42 @@ START_TEST(numerics_generate_matches_full_forward)
 }
 END_TEST
 
+/* The real stories260K model: the llama2.c and GGUF files give the same logits. */
+START_TEST(numerics_stories260k_bin_equals_gguf)
+{
+    const char *dir = tu_models_dir();
+    if (!dir) {
+        printf("skip: ../shared/models is absent\n");
+        return;
+    }
+    peft_ctx *ctx = tu_ctx(2, 1);
+    char a[512], b[512];
+    snprintf(a, sizeof a, "%s/stories260K.bin", dir);
+    snprintf(b, sizeof b, "%s/stories260K.gguf", dir);
+    peft_model *ma = load(ctx, a, 0), *mb = load(ctx, b, 0);
+    ck_assert_ptr_nonnull(peft_model_tokenizer(ma));
+    ck_assert_ptr_nonnull(peft_model_tokenizer(mb));
+    int32_t ids[16] = {1, 403, 407, 261, 378, 11, 300, 301, 302, 303, 304, 305, 306, 307, 308, 2};
+    int64_t s2[2] = {1, 16};
+    peft_tensor *t = tu_ids(ctx, 2, s2, ids), *la, *lb;
+    int prev = peft_set_grad_enabled(ctx, 0);
+    TU_OK(ctx, peft_model_forward(ma, t, &la, NULL));
+    TU_OK(ctx, peft_model_forward(mb, t, &lb, NULL));
+    ck_assert_double_le(tu_max_rel_err(peft_tensor_data(la), peft_tensor_data(lb), 16 * 512), 1e-6);
+    /* the model predicts sensible text: after "Once upon a time" comes "," (id 432) */
+    const float *row = (const float *)peft_tensor_data(la) + 4 * 512;
+    int best = 0;
+    for (int v = 1; v < 512; v++)
+        if (row[v] > row[best]) best = v;
+    ck_assert_int_eq(best, 432);
+    peft_graph_release(ctx);
+    peft_set_grad_enabled(ctx, prev);
+    peft_tensor_destroy(t);
+    peft_model_destroy(ma), peft_model_destroy(mb);
+    peft_ctx_destroy(ctx);
+}
+END_TEST
+
 Suite *model_suite(void)
 {
     Suite *s = suite_create("model");
@@ -350,6 +387,7 @@ Suite *model_suite(void)
     tcase_add_test(tc, numerics_llama_against_torch);
     tcase_add_test(tc, numerics_llama_tied_against_torch);
     tcase_add_test(tc, numerics_generate_matches_full_forward);
+    tcase_add_test(tc, numerics_stories260k_bin_equals_gguf);
     suite_add_tcase(s, tc);
     tc = tcase_create("io");
     tcase_add_test(tc, io_every_format_and_dtype);

@@ -127,7 +127,12 @@ static peft_dtype gguf_pick_dtype(void *user, const char *name, int ndim)
     if (!p->keep || ndim != 2 || !gguf_name(p->arch, name, gname, sizeof gname) ||
         peft_gguf_find_tensor(p->g, gname, &idx) != PEFT_OK || peft_gguf_get_tensor_info(p->g, idx, &ti) != PEFT_OK)
         return PEFT_DTYPE_F32;
-    return ti.ggml_type == 1 ? PEFT_DTYPE_F16 : ti.ggml_type == 30 ? PEFT_DTYPE_BF16 : PEFT_DTYPE_F32;
+    switch (ti.ggml_type) {
+    case PEFT_GGML_TYPE_F16: return PEFT_DTYPE_F16;
+    case PEFT_GGML_TYPE_BF16: return PEFT_DTYPE_BF16;
+    case PEFT_GGML_TYPE_Q8_0: return PEFT_DTYPE_Q8_0;
+    default: return PEFT_DTYPE_F32;
+    }
 }
 
 peft_status peft__load_gguf(peft_ctx *ctx, const char *path, const peft_model_load_opts *o, peft_model **out)
@@ -161,7 +166,12 @@ peft_status peft__load_gguf(peft_ctx *ctx, const char *path, const peft_model_lo
             else if (strstr(p->name, "k_proj.weight")) st = peft__permute_qk_to_hf(ctx, p->t, cfg.n_kv_head);
         }
     }
-    if (st == PEFT_OK) st = peft__model_tokenizer_from_gguf(ctx, m, g, path);
+    if (st == PEFT_OK) { /* the tokenizer, when the file carries one */
+        peft_tokenizer *tok = NULL;
+        st = peft_tokenizer_from_gguf(ctx, g, &tok);
+        if (st == PEFT_OK) m->tokenizer = tok;
+        else if (st == PEFT_ERR_NOT_FOUND) st = PEFT_OK;
+    }
     peft_gguf_close(g);
     if (st != PEFT_OK) {
         peft_model_destroy(m);

@@ -255,6 +255,37 @@ START_TEST(io_bad_checkpoints)
     ck_assert_int_eq(system(cmd), 0);
     st = peft_model_load(ctx, file, NULL, &m);
     ck_assert_msg(st == PEFT_ERR_FORMAT || st == PEFT_ERR_IO, "truncated llama2.c: %s", peft_status_name(st));
+    /* a GGUF of an architecture we do not build, and one whose tensor disagrees with its metadata */
+    const char *archs[2] = {"bert", "llama"};
+    for (int k = 0; k < 2; k++) {
+        peft_gguf_writer *w = NULL;
+        TU_OK(ctx, peft_gguf_writer_create(ctx, &w));
+        TU_OK(ctx, peft_gguf_writer_add_str(w, "general.architecture", archs[k]));
+        char key[64];
+        const char *keys[] = {"context_length", "embedding_length", "block_count", "feed_forward_length", "attention.head_count"};
+        const uint32_t vals[] = {16, 8, 1, 16, 2};
+        for (int i = 0; i < 5; i++) {
+            snprintf(key, sizeof key, "%s.%s", archs[k], keys[i]);
+            TU_OK(ctx, peft_gguf_writer_add_u32(w, key, vals[i]));
+        }
+        snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", archs[k]);
+        TU_OK(ctx, peft_gguf_writer_add_f32(w, key, 1e-5f));
+        int64_t se[2] = {32, 6}, sq[2] = {8, 8}; /* the embedding should be [32, 8] */
+        peft_tensor *emb = tu_randn(ctx, 2, se, 1, 0), *q = tu_randn(ctx, 2, sq, 1, 0);
+        TU_OK(ctx, peft_gguf_writer_add_tensor(w, "token_embd.weight", emb, PEFT_DTYPE_F32));
+        TU_OK(ctx, peft_gguf_writer_add_tensor(w, "blk.0.attn_q.weight", q, PEFT_DTYPE_F32));
+        snprintf(file, sizeof file, "%s/arch.gguf", tmpl);
+        TU_OK(ctx, peft_gguf_writer_write(w, file));
+        peft_gguf_writer_destroy(w);
+        peft_tensor_destroy(emb), peft_tensor_destroy(q);
+        if (k == 0) {
+            TU_EXPECT_FAIL(ctx, peft_model_load(ctx, file, NULL, &m), PEFT_ERR_UNSUPPORTED, "architecture \"bert\"");
+        } else {
+            TU_EXPECT_FAIL(ctx, peft_model_load(ctx, file, NULL, &m), PEFT_ERR_SHAPE,
+                           "tensor 'model.embed_tokens.weight' has shape [32, 6], the config needs [32, 8]");
+        }
+        ck_assert_ptr_null(m);
+    }
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpl);
     ck_assert_int_eq(system(cmd), 0);
     peft_ctx_destroy(ctx);

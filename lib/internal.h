@@ -57,6 +57,9 @@ struct peft_ctx {
     char errmsg[PEFT__ERRMSG_SIZE];
     peft_arena *arena; /* scratch: op outputs, saved activations, tape nodes */
     peft__pool *pool;  /* worker threads (NULL when n_threads == 1) */
+    /* strategies registered in this context (lib/strategy/registry.c) */
+    void *registry;
+    void (*registry_free)(peft_ctx *ctx, void *registry);
     /* autograd */
     bool grad_enabled;
     peft__node *tape_tail; /* last recorded node; nodes link backwards */

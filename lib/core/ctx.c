@@ -154,6 +154,7 @@ fail:
 void peft_ctx_destroy(peft_ctx *ctx)
 {
     if (!ctx) return;
+    if (ctx->registry_free) ctx->registry_free(ctx, ctx->registry);
     peft__pool_destroy(ctx, ctx->pool);
     peft_arena_destroy(ctx->arena);
     ctx->free(ctx->alloc_user, ctx);

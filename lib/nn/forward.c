@@ -12,7 +12,7 @@
 
 peft_status peft__linear_forward(peft_ctx *ctx, peft__linear *lin, peft_tensor *x, peft_tensor **y)
 {
-    if (lin->hook) return lin->hook(ctx, lin, x, y);
+    if (lin->hook) return lin->hook(ctx, x, lin->w, lin->b, lin->hook_user, y);
     return peft_linear(ctx, x, lin->w, lin->b, y);
 }
 
@@ -153,6 +153,7 @@ peft_status peft_model_forward(peft_model *m, peft_tensor *ids, peft_tensor **lo
     TRY(check_ids(m, ids, "peft_model_forward"));
     peft_tensor *h;
     TRY(peft__run_blocks(m, NULL, ids, hidden, &h));
+    if (m->hidden_hook) TRY(m->hidden_hook(m->ctx, h, m->hidden_user, &h));
     return peft__linear_forward(m->ctx, &m->head, h, logits);
 }
 

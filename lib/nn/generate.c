@@ -77,6 +77,8 @@ static peft_status step(peft_model *m, peft__kv *kv, const int32_t *ids, int64_t
     memcpy(t->data, ids, (size_t)T * sizeof(int32_t));
     if ((st = peft__run_blocks(m, kv, t, NULL, &h)) != PEFT_OK) return st;
     if ((st = peft_slice(ctx, h, 1, T - 1, 1, &last)) != PEFT_OK) return st;
+    if (m->hidden_hook && (st = peft_contiguous(ctx, last, &last)) != PEFT_OK) return st;
+    if (m->hidden_hook && (st = m->hidden_hook(ctx, last, m->hidden_user, &last)) != PEFT_OK) return st;
     if ((st = peft__linear_forward(ctx, &m->head, last, &lg)) != PEFT_OK) return st;
     memcpy(logits, lg->data, (size_t)m->cfg.vocab_size * sizeof(float));
     kv->pos += T;

@@ -250,6 +250,13 @@ peft_status peft__model_alloc(peft_ctx *ctx, const peft_model_config *cfg, peft_
         p->conv1d = s->conv1d;
     }
     if (m->cfg.tie_embeddings) m->head.w = m->tok_emb;
+    m->linears = peft__calloc(ctx, (size_t)m->cfg.n_layer * PEFT__BLOCK_LINEARS + 1, sizeof *m->linears);
+    if (!m->linears) {
+        st = peft__fail(ctx, PEFT_ERR_NOMEM, "peft_model_create: out of memory");
+        goto fail;
+    }
+    for (int64_t l = 0; l < m->cfg.n_layer; l++)
+        m->n_linears += (size_t)peft__block_linears(m, l, m->linears + m->n_linears);
     int64_t npos = m->cfg.n_ctx;
     st = peft_tensor_create(ctx, PEFT_DTYPE_I32, 1, &npos, &m->positions);
     if (st != PEFT_OK) goto fail;
@@ -307,6 +314,7 @@ void peft_model_destroy(peft_model *m)
     for (size_t i = 0; i < m->n_params; i++) peft_tensor_destroy(m->params[i].t);
     peft_tensor_destroy(m->positions);
     peft__free(ctx, m->params);
+    peft__free(ctx, m->linears);
     peft__free(ctx, m->blocks);
     peft__free(ctx, m->flat);
     peft_tokenizer_destroy(m->tokenizer);
@@ -364,6 +372,19 @@ peft_status peft_model_set_trainable(peft_model *m, int trainable)
         peft_status st = peft_tensor_set_requires_grad(t, trainable);
         if (st != PEFT_OK) return st;
     }
+    return PEFT_OK;
+}
+
+size_t peft_model_n_linears(const peft_model *m) { return m ? m->n_linears : 0; }
+
+peft_status peft_model_linear(const peft_model *m, size_t i, const char **name, peft_tensor **w, peft_tensor **b)
+{
+    if (!m) return PEFT_ERR_INVALID_ARG;
+    if (i >= m->n_linears)
+        return peft__fail(m->ctx, PEFT_ERR_INVALID_ARG, "peft_model_linear: index %zu >= %zu", i, m->n_linears);
+    if (name) *name = m->linears[i]->name;
+    if (w) *w = m->linears[i]->w;
+    if (b) *b = m->linears[i]->b;
     return PEFT_OK;
 }
 

@@ -4,6 +4,7 @@
 #define PEFT_MODEL_INTERNAL_H
 
 #include "../internal.h"
+#include "peft/strategy.h"
 
 #define PEFT__NAME_MAX 96
 
@@ -15,16 +16,14 @@ typedef struct peft__param {
     bool tied_alias;  /* the LM head when it is the token embedding: not a separate parameter */
 } peft__param;
 
-/* A projection y = x W^T + b. Strategies hook in through `adapter`. */
-typedef struct peft__linear peft__linear;
-typedef peft_status (*peft__linear_hook)(peft_ctx *ctx, peft__linear *lin, peft_tensor *x, peft_tensor **y);
-struct peft__linear {
+/* A projection y = x W^T + b. Strategies replace it through `hook`. */
+typedef struct peft__linear {
     char name[PEFT__NAME_MAX]; /* module path, e.g. "transformer.h.0.attn.c_attn" */
     peft_tensor *w;            /* [out, in] */
     peft_tensor *b;            /* [out] or NULL */
-    peft__linear_hook hook;    /* NULL: plain linear */
-    void *adapter;             /* the hook's state */
-};
+    peft_linear_hook hook;     /* NULL: plain linear */
+    void *hook_user;
+} peft__linear;
 
 typedef struct peft__block {
     /* GPT-2: ln_1, ln_2 with biases; Llama: input/post-attention RMSNorm gains */
@@ -51,6 +50,11 @@ struct peft_model {
     peft_tensor *normf_w, *normf_b;
     peft__linear head;          /* w = tok_emb when tied */
     peft_tokenizer *tokenizer;  /* brought by the file, owned */
+    peft__linear **linears;     /* every block projection, in block order (not the head) */
+    size_t n_linears;
+    peft_hidden_hook hidden_hook; /* applied to the final hidden state before the LM head */
+    void *hidden_user;
+    void *adapter;              /* the attached peft_adapter, if any */
 };
 
 /* Every projection of block l in a fixed order (entries with w == NULL unused). */

@@ -23,6 +23,7 @@ static const command commands[] = {
     {"logits", cmd_logits, "print the logits for a list of token ids"},
     {"generate", cmd_generate, "continue a prompt (greedy or sampled, with a KV cache)"},
     {"tokenize", cmd_tokenize, "show the ids and pieces of a text"},
+    {"train", cmd_train, "fine-tune a model on a text or TSV file with any strategy"},
     {"version", cmd_version, "print the version"},
 };
 

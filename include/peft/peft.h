@@ -15,5 +15,6 @@
 #include "gguf.h"
 #include "llama2c.h"
 #include "strategy.h"
+#include "train.h"
 
 #endif /* PEFT_PEFT_H */

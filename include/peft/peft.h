@@ -14,5 +14,6 @@
 #include "tokenizer.h"
 #include "gguf.h"
 #include "llama2c.h"
+#include "optim.h"
 
 #endif /* PEFT_PEFT_H */

@@ -16,5 +16,6 @@
 #include "llama2c.h"
 #include "strategy.h"
 #include "train.h"
+#include "optim.h"
 
 #endif /* PEFT_PEFT_H */

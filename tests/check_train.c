@@ -3,6 +3,7 @@
  * classification of fortunes by category; resume is bit-identical;
  * checkpoints reject damage and other models; non-finite steps are refused. */
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

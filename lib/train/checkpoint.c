@@ -185,7 +185,7 @@ static peft_status check_names(peft_trainer *tr, const char *path, const unsigne
         if (!get(&r, &l, 4) || l >= sizeof name || !get(&r, name, l) || !get(&r, &numel, 8))
             return peft__fail(ctx, PEFT_ERR_FORMAT, "%s: the tensor list is damaged", path);
         name[l] = '\0';
-        if (i >= n) return peft__fail(ctx, PEFT_ERR_FORMAT, "%s: holds more tensors than the adapter (%zu)", path, n);
+        if (i >= n) return peft__fail(ctx, PEFT_ERR_FORMAT, "%s: holds more tensors than the adapter (%zu): a checkpoint of another model?", path, n);
         const char *mine;
         peft_tensor *t;
         peft_adapter_trainable(tr->ad, i, &mine, &t, NULL);
@@ -194,7 +194,7 @@ static peft_status check_names(peft_trainer *tr, const char *path, const unsigne
                               "%s: tensor %zu is '%s' with %llu elements; this adapter has '%s' with %lld (another model?)",
                               path, i, name, (unsigned long long)numel, mine, (long long)peft_tensor_numel(t));
     }
-    if (i != n) return peft__fail(ctx, PEFT_ERR_FORMAT, "%s: holds %zu tensors, the adapter has %zu", path, i, n);
+    if (i != n) return peft__fail(ctx, PEFT_ERR_FORMAT, "%s: holds %zu tensors, the adapter has %zu: a checkpoint of another model?", path, i, n);
     return PEFT_OK;
 }
 

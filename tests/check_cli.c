@@ -2,9 +2,11 @@
  * check): info and logits --json on every file of ../shared/models and on the
  * golden fixtures, tokenize, generate, and clear errors for bad input. */
 #include <cJSON.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "util/testutil.h"
 
@@ -200,6 +202,113 @@ START_TEST(api_bad_command_lines)
 }
 END_TEST
 
+/* Every JSON line of a metrics.jsonl file. */
+static int read_metrics(const char *path, cJSON **lines, int max)
+{
+    FILE *f = fopen(path, "r");
+    ck_assert_msg(f != NULL, "no %s", path);
+    char buf[1024];
+    int n = 0;
+    while (n < max && fgets(buf, sizeof buf, f)) {
+        lines[n] = cJSON_Parse(buf);
+        ck_assert_msg(lines[n] != NULL, "%s: line %d is not JSON: %s", path, n + 1, buf);
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+static bool same_file(const char *a, const char *b)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cmp -s %s %s", a, b);
+    return system(cmd) == 0;
+}
+
+START_TEST(io_train_lm_metrics_and_resume)
+{
+    const char *dir = tu_models_dir();
+    if (!dir || access("/usr/share/games/fortunes/fortunes", R_OK) != 0) {
+        printf("skip: ../shared/models or the fortunes package is absent\n");
+        return;
+    }
+    char tmpl[] = "/tmp/peft_train_XXXXXX", args[2048], *out;
+    ck_assert_ptr_nonnull(mkdtemp(tmpl));
+    const char *common = "--data /usr/share/games/fortunes/fortunes --seq 64 --batch 8 --seed 3 --quiet --threads 2";
+    snprintf(args, sizeof args, "train --model %s/stories260K.bin %s --strategy lora --lora-r 4 --lr 1e-2 --epochs 2 "
+             "--eval-every 10 --out %s/a --reference /usr/share/games/fortunes/fortunes", dir, common, tmpl);
+    ck_assert_msg(run(args, &out) == 0, "peft %s: %s", args, stderr_text());
+    free(out);
+    char path[512];
+    snprintf(path, sizeof path, "%s/a/metrics.jsonl", tmpl);
+    cJSON *lines[400];
+    int n = read_metrics(path, lines, 400);
+    double first_val = -1, last_val = -1;
+    int train_lines = 0;
+    for (int i = 0; i < n; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(lines[i], "val_loss");
+        if (v) {
+            ck_assert(cJSON_GetObjectItemCaseSensitive(lines[i], "val_ppl") != NULL);
+            if (first_val < 0) first_val = v->valuedouble;
+            last_val = v->valuedouble;
+        } else {
+            ck_assert(cJSON_GetObjectItemCaseSensitive(lines[i], "train_loss") != NULL);
+            ck_assert(cJSON_GetObjectItemCaseSensitive(lines[i], "tokens_per_s") != NULL);
+            ck_assert(cJSON_GetObjectItemCaseSensitive(lines[i], "lr") != NULL);
+            train_lines++;
+        }
+        cJSON_Delete(lines[i]);
+    }
+    ck_assert_int_gt(train_lines, 10);
+    ck_assert_msg(last_val < first_val, "validation loss did not go down: %g -> %g", first_val, last_val);
+    snprintf(path, sizeof path, "%s/a/summary.json", tmpl);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    char buf[4096];
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    buf[len] = 0;
+    fclose(f);
+    cJSON *sj = cJSON_Parse(buf);
+    ck_assert_ptr_nonnull(sj);
+    const char *keys[] = {"strategy", "trainable_params", "total_params", "best_val_loss", "val_loss_before",
+                          "val_loss_after", "forgetting", "seconds", "peak_rss_mib"};
+    for (int k = 0; k < 9; k++) ck_assert_msg(cJSON_GetObjectItemCaseSensitive(sj, keys[k]) != NULL, "summary lacks %s", keys[k]);
+    ck_assert_int_eq(jint(sj, "trainable_params"), 5 * 4 * (64 + 64) + 5 * 4 * (64 + 32));
+    ck_assert(cJSON_GetObjectItemCaseSensitive(sj, "val_loss_after")->valuedouble <
+              cJSON_GetObjectItemCaseSensitive(sj, "val_loss_before")->valuedouble);
+    cJSON_Delete(sj);
+
+    /* resume: 8 steps straight vs 4 + resume to 8 give the same bytes */
+    snprintf(args, sizeof args, "train --model %s/stories260K.bin %s --strategy full --lr 1e-3 --steps 8 --out %s/b", dir,
+             common, tmpl);
+    ck_assert_msg(run(args, &out) == 0, "%s", stderr_text());
+    free(out);
+    snprintf(args, sizeof args, "train --model %s/stories260K.bin %s --strategy full --lr 1e-3 --steps 4 --out %s/c", dir,
+             common, tmpl);
+    ck_assert_msg(run(args, &out) == 0, "%s", stderr_text());
+    free(out);
+    snprintf(args, sizeof args, "train --model %s/stories260K.bin %s --strategy full --lr 1e-3 --steps 8 --resume %s/c", dir,
+             common, tmpl);
+    ck_assert_msg(run(args, &out) == 0, "%s", stderr_text());
+    free(out);
+    char pb[512], pc[512];
+    snprintf(pb, sizeof pb, "%s/b/adapter.safetensors", tmpl);
+    snprintf(pc, sizeof pc, "%s/c/adapter.safetensors", tmpl);
+    ck_assert_msg(same_file(pb, pc), "resumed run differs from the uninterrupted one");
+    /* bad input: a learning rate that is not finite, an unknown strategy */
+    snprintf(args, sizeof args, "train --model %s/stories260K.bin %s --lr nan --out %s/d", dir, common, tmpl);
+    ck_assert_int_eq(run(args, &out), 1);
+    free(out);
+    ck_assert_msg(strstr(stderr_text(), "learning rate nan") != NULL, "%s", stderr_text());
+    snprintf(args, sizeof args, "train --model %s/stories260K.bin %s --strategy magic --out %s/d", dir, common, tmpl);
+    ck_assert_int_eq(run(args, &out), 1);
+    free(out);
+    ck_assert_msg(strstr(stderr_text(), "no strategy called \"magic\"") != NULL, "%s", stderr_text());
+    snprintf(args, sizeof args, "rm -rf %s", tmpl);
+    ck_assert_int_eq(system(args), 0);
+}
+END_TEST
+
 Suite *cli_suite(void)
 {
     Suite *s = suite_create("cli");
@@ -207,6 +316,7 @@ Suite *cli_suite(void)
     tcase_add_test(tc, io_info_and_logits_on_golden_fixtures);
     tcase_add_test(tc, io_every_shared_model_file);
     tcase_add_test(tc, io_generate_reference_continuation);
+    tcase_add_test(tc, io_train_lm_metrics_and_resume);
     suite_add_tcase(s, tc);
     tc = tcase_create("api");
     tcase_add_test(tc, api_bad_command_lines);

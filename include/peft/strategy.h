@@ -181,6 +181,15 @@ PEFT_API peft_status peft_adapter_load(peft_adapter *ad, const char *path);
 
 /* ---- options of the built-in strategies ---- */
 
+/* "lora": y = x W^T + b + s * (dropout(x) A^T) B^T on every targeted
+ * projection, A [r, in] (Kaiming-uniform), B [out, r] (zeros), s = alpha/r
+ * (alpha/sqrt(r) with use_rslora); the base is frozen. Trainable tensors are
+ * named like Hugging Face PEFT's saved keys,
+ * "base_model.model.<module>.lora_A.weight" / ".lora_B.weight", and count
+ * r * (in + out) per projection. Dropout is active only inside
+ * peft_adapter_loss(training = 1). Merge adds s * B A to W (f32 weights only)
+ * and keeps a copy of each targeted W until unmerge, which restores it bit for
+ * bit; destroying a merged adapter leaves the merged weights in place. */
 typedef struct peft_lora_opts {
     size_t struct_size;
     int r;               /* rank (default 8) */
@@ -192,6 +201,12 @@ typedef struct peft_lora_opts {
 } peft_lora_opts;
 PEFT_API peft_lora_opts peft_lora_opts_default(void);
 
+/* "ia3": one vector per targeted projection, initialised to ones, named
+ * "base_model.model.<module>.ia3_l" like PEFT's saved keys: [out, 1] scaling
+ * the output (y = l * (x W^T + b)), or for feed-forward modules [1, in]
+ * scaling the input (y = (l * x) W^T + b). feedforward must only name
+ * targeted modules. Merge scales W's rows (and b) or columns, keeping copies
+ * until unmerge restores them bit for bit. */
 typedef struct peft_ia3_opts {
     size_t struct_size;
     const char *targets;     /* NULL = default (gpt2: "c_attn,mlp.c_proj"; llama: "k_proj,v_proj,down_proj") */

@@ -85,7 +85,7 @@ static peft_status ensure_builtins(peft_ctx *ctx, registry *r)
     if (r->builtins) return PEFT_OK;
     r->builtins = true;
     const peft_strategy *b[] = {&peft__strategy_full, &peft__strategy_bitfit, &peft__strategy_dense,
-                                &peft__strategy_feature};
+                                &peft__strategy_feature, &peft__strategy_lora, &peft__strategy_ia3};
     for (size_t i = 0; i < sizeof b / sizeof *b; i++) {
         peft_status st = peft_strategy_register(ctx, b[i]);
         if (st != PEFT_OK) return st;

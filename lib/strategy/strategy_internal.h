@@ -47,6 +47,9 @@ struct peft_adapter {
     peft__feature *cache;
     size_t cache_cap;
     bool merged;
+    /* set while peft_adapter_loss(training = 1) runs the model: strategies'
+     * own dropout (LoRA) is on only then (hooks have no training argument) */
+    bool training;
 };
 
 /* Feature mode: the base runs once per example; the head trains on cached features. */

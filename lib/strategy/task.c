@@ -227,7 +227,10 @@ peft_status peft_adapter_loss(peft_adapter *ad, const peft_batch *b, int trainin
     *loss = NULL;
     TRY(check_batch(ad, b, fn));
     peft_tensor *logits, *targets;
-    TRY(batch_logits(ad, b, training, &logits));
+    ad->training = training != 0;
+    peft_status st = batch_logits(ad, b, training, &logits);
+    ad->training = false;
+    TRY(st);
     if (ad->task.kind == PEFT_TASK_LM) {
         TRY(lm_targets(ad, b, &targets));
     } else {

@@ -36,7 +36,7 @@ static peft_status dense_hidden(peft_ctx *ctx, peft_tensor *h, void *user, peft_
         if (l < s->depth) {
             peft_tensor *a;
             if ((st = peft_gelu(ctx, y, &a)) != PEFT_OK) return st;
-            if ((st = peft_dropout(ctx, a, s->dropout, peft_grad_enabled(ctx), &y)) != PEFT_OK) return st;
+            if ((st = peft_dropout(ctx, a, s->dropout, s->ad->training, &y)) != PEFT_OK) return st;
         }
         x = y;
     }

@@ -164,7 +164,14 @@ START_TEST(api_task_and_option_errors)
     peft_dense_opts dop = peft_dense_opts_default();
     dop.dropout = 1.5f;
     TU_EXPECT_FAIL(ctx, peft_adapter_attach(m, "dense", NULL, &dop, &ad), PEFT_ERR_INVALID_ARG, "dropout 1.5");
+    dop = peft_dense_opts_default();
+    dop.activation = (peft_activation)9;
+    TU_EXPECT_FAIL(ctx, peft_adapter_attach(m, "dense", NULL, &dop, &ad), PEFT_ERR_INVALID_ARG, "activation 9");
     ck_assert_ptr_null(ad);
+    dop.activation = PEFT_ACT_RELU;
+    TU_OK(ctx, peft_adapter_attach(m, "dense", NULL, &dop, &ad));
+    peft_adapter_destroy(ad);
+    ad = NULL;
     /* a failed attach leaves nothing behind: a later attach works */
     TU_OK(ctx, peft_adapter_attach(m, "bitfit", NULL, NULL, &ad));
     peft_adapter_destroy(ad);
@@ -200,19 +207,19 @@ START_TEST(numerics_pooling)
     int32_t ids[2 * 8] = {1, 5, 9, 13, 17, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8};
     int32_t mask[2 * 8] = {1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
     int32_t labels[2] = {0, 1};
-    peft_batch b = {2, 8, ids, mask, NULL, labels, NULL};
+    peft_batch b = {2, 8, ids, mask, NULL, labels, NULL, 0};
     float out2[4], out1[2];
     TU_OK(ctx, peft_adapter_classify(ad, &b, out2));
-    peft_batch b1 = {1, 5, ids, NULL, NULL, labels, NULL};
+    peft_batch b1 = {1, 5, ids, NULL, NULL, labels, NULL, 0};
     TU_OK(ctx, peft_adapter_classify(ad, &b1, out1));
     ck_assert_float_eq_tol(out2[0], out1[0], 1e-5f);
     ck_assert_float_eq_tol(out2[1], out1[1], 1e-5f);
     int32_t bad_labels[2] = {0, 2};
-    peft_batch bb = {2, 8, ids, mask, NULL, bad_labels, NULL};
+    peft_batch bb = {2, 8, ids, mask, NULL, bad_labels, NULL, 0};
     peft_tensor *loss;
     TU_EXPECT_FAIL(ctx, peft_adapter_loss(ad, &bb, 1, &loss), PEFT_ERR_INVALID_ARG, "labels[1] = 2 is outside the 2 classes");
     int32_t holes[2 * 8] = {1, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
-    peft_batch bh = {2, 8, ids, holes, NULL, labels, NULL};
+    peft_batch bh = {2, 8, ids, holes, NULL, labels, NULL, 0};
     TU_EXPECT_FAIL(ctx, peft_adapter_loss(ad, &bh, 1, &loss), PEFT_ERR_INVALID_ARG, "padding before a real token");
     peft_adapter_destroy(ad);
     peft_model_destroy(m);

@@ -14,7 +14,7 @@
 static const char *const flags[] = {"help", "lora-rslora", "quiet", NULL};
 static const char *const valued[] = {"model", "data", "task", "strategy", "lora-r", "lora-alpha", "lora-targets",
                                      "lora-dropout", "ia3-targets", "ia3-feedforward", "dense-depth", "dense-width",
-                                     "dense-dropout", "top-blocks", "feature-depth", "pooling", "lr", "epochs", "steps",
+                                     "dense-dropout", "dense-activation", "top-blocks", "feature-depth", "pooling", "lr", "epochs", "steps",
                                      "batch", "seq", "seed", "val-split", "patience", "out", "resume", "reference",
                                      "tokenizer", "optimizer", "schedule", "warmup", "grad-accum", "clip",
                                      "weight-decay", "eval-every", "threads", NULL};
@@ -35,7 +35,7 @@ static void usage(FILE *f)
             "  --strategy NAME       feature | dense | full | lora | ia3 | bitfit [lora]\n"
             "  --lora-r R --lora-alpha A --lora-dropout P --lora-targets LIST --lora-rslora\n"
             "  --ia3-targets LIST --ia3-feedforward LIST\n"
-            "  --dense-depth N --dense-width W --dense-dropout P\n"
+            "  --dense-depth N --dense-width W --dense-dropout P --dense-activation gelu|relu|silu\n"
             "  --top-blocks N        full: train only the top N blocks\n"
             "  --feature-depth N     feature: 0 = logistic regression, N = MLP\n"
             "optimisation:\n"
@@ -127,6 +127,16 @@ static bool parse_strategy_opts(const cli_args *a, const char *strategy, peft_mo
         o->width = v;
         if (!cli_float(a, "dense-dropout", o->dropout, &d)) return false;
         o->dropout = (float)d;
+        const char *act = cli_get(a, "dense-activation");
+        if (act) {
+            if (!strcmp(act, "gelu")) o->activation = PEFT_ACT_GELU;
+            else if (!strcmp(act, "relu")) o->activation = PEFT_ACT_RELU;
+            else if (!strcmp(act, "silu")) o->activation = PEFT_ACT_SILU;
+            else {
+                fprintf(stderr, "peft: --dense-activation must be gelu, relu or silu\n");
+                return false;
+            }
+        }
     } else if (!strcmp(strategy, "full")) {
         peft_full_opts *o = buf;
         *o = peft_full_opts_default();

@@ -58,6 +58,9 @@ typedef struct peft_batch {
      * cache features (feature extraction) compute the base model once per
      * example and reuse it in later epochs. NULL: no caching. */
     const int64_t *example_ids;
+    /* Which collection example_ids refer to (any value unique to it, e.g. the
+     * address of the dataset): cached features are only reused for the same set. */
+    uint64_t example_set;
 } peft_batch;
 
 /* ---- strategies ---- */
@@ -148,11 +151,20 @@ PEFT_API int peft_target_matches(const char *targets, const char *module);
 typedef peft_status (*peft_hidden_hook)(peft_ctx *ctx, peft_tensor *h, void *user, peft_tensor **out);
 PEFT_API peft_status peft_adapter_hook_hidden(peft_adapter *ad, peft_hidden_hook fn, void *user);
 
+/* Activations of the layers strategies add. */
+typedef enum peft_activation {
+    PEFT_ACT_GELU = 0, /* tanh approximation */
+    PEFT_ACT_RELU = 1,
+    PEFT_ACT_SILU = 2,
+    PEFT_ACT_COUNT
+} peft_activation;
+
 /* The classification head (CLASSIFY tasks): an MLP of `depth` hidden layers of
- * `width` (activation GELU, dropout p) and an output layer to n_classes,
+ * `width` (activation, then dropout p) and an output layer to n_classes,
  * created by attach (depth 0 = a linear classifier). Strategies that want a
  * deeper head call this from their attach; otherwise a linear one is made. */
-PEFT_API peft_status peft_adapter_set_head(peft_adapter *ad, int depth, int64_t width, float dropout);
+PEFT_API peft_status peft_adapter_set_head(peft_adapter *ad, int depth, int64_t width, peft_activation act,
+                                           float dropout);
 
 /* ---- running ---- */
 
@@ -222,16 +234,18 @@ PEFT_API peft_full_opts peft_full_opts_default(void);
 
 typedef struct peft_dense_opts {
     size_t struct_size;
-    int depth;       /* hidden layers (default 1) */
-    int64_t width;   /* 0 = the model's hidden size */
-    float dropout;   /* default 0.1 */
+    int depth;                  /* hidden layers (default 1) */
+    int64_t width;              /* 0 = the model's hidden size */
+    float dropout;              /* default 0.1 */
+    peft_activation activation; /* default GELU */
 } peft_dense_opts;
 PEFT_API peft_dense_opts peft_dense_opts_default(void);
 
 typedef struct peft_feature_opts {
     size_t struct_size;
-    int depth;     /* classifier: 0 = logistic regression (default), >0 = MLP */
-    int64_t width; /* MLP width (0 = hidden size) */
+    int depth;                  /* classifier: 0 = logistic regression (default), >0 = MLP */
+    int64_t width;              /* MLP width (0 = hidden size) */
+    peft_activation activation; /* MLP activation (default GELU) */
 } peft_feature_opts;
 PEFT_API peft_feature_opts peft_feature_opts_default(void);
 

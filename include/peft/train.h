@@ -146,6 +146,12 @@ PEFT_API peft_status peft_trainer_set_reference(peft_trainer *tr, const peft_dat
 PEFT_API peft_status peft_trainer_fit(peft_trainer *tr, const peft_dataset *train, const peft_dataset *val,
                                       peft_fit_result *out);
 
+/* Exactly one more epoch (the schedule still spans opts.epochs / max_steps),
+ * with the same evaluation and early-stopping rules. out->stopped_early says
+ * when patience ran out. */
+PEFT_API peft_status peft_trainer_epoch(peft_trainer *tr, const peft_dataset *train, const peft_dataset *val,
+                                        peft_fit_result *out);
+
 PEFT_API int64_t peft_trainer_steps(const peft_trainer *tr);
 PEFT_API peft_opt *peft_trainer_optimizer(const peft_trainer *tr);
 

@@ -463,6 +463,7 @@ peft_status peft__dataset_batch(const peft_dataset *ds, const int64_t *pos, size
     out->mask = buf->mask;
     out->labels = ds->store->labels ? buf->labels : NULL;
     out->example_ids = buf->example_ids;
+    out->example_set = (uint64_t)(uintptr_t)ds->store;
     return PEFT_OK;
 }
 

@@ -82,7 +82,7 @@ peft_status peft_adapter_attach(peft_model *m, const char *name, const peft_task
     /* the base starts frozen; the strategy decides what trains */
     st = peft_model_set_trainable(m, 0);
     if (st == PEFT_OK) st = s->attach(ad, opts);
-    if (st == PEFT_OK && t.kind == PEFT_TASK_CLASSIFY && !ad->head_w[0]) st = peft_adapter_set_head(ad, 0, 0, 0.0f);
+    if (st == PEFT_OK && t.kind == PEFT_TASK_CLASSIFY && !ad->head_w[0]) st = peft_adapter_set_head(ad, 0, 0, PEFT_ACT_GELU, 0.0f);
     if (st != PEFT_OK) {
         char why[PEFT__ERRMSG_SIZE];
         snprintf(why, sizeof why, "%s", peft_ctx_errmsg(ctx));
@@ -290,20 +290,32 @@ int peft_target_matches(const char *targets, const char *module)
     return 0;
 }
 
-peft_status peft_adapter_set_head(peft_adapter *ad, int depth, int64_t width, float dropout)
+peft_status peft__activate(peft_ctx *ctx, peft_activation act, peft_tensor *x, peft_tensor **y)
+{
+    switch (act) {
+    case PEFT_ACT_GELU: return peft_gelu(ctx, x, y);
+    case PEFT_ACT_RELU: return peft_relu(ctx, x, y);
+    case PEFT_ACT_SILU: return peft_silu(ctx, x, y);
+    default: return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "unknown activation %d", (int)act);
+    }
+}
+
+peft_status peft_adapter_set_head(peft_adapter *ad, int depth, int64_t width, peft_activation act, float dropout)
 {
     if (!ad) return PEFT_ERR_INVALID_ARG;
     peft_ctx *ctx = ad->ctx;
     if (ad->task.kind != PEFT_TASK_CLASSIFY)
         return peft__fail(ctx, PEFT_ERR_STATE, "peft_adapter_set_head: the task is not classification");
     if (ad->head_w[0]) return peft__fail(ctx, PEFT_ERR_STATE, "peft_adapter_set_head: the head exists already");
-    if (depth < 0 || depth > 8 || width < 0 || width > 1 << 16 || !(dropout >= 0 && dropout < 1))
-        return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "peft_adapter_set_head: depth %d, width %lld, dropout %g", depth,
-                          (long long)width, dropout);
+    if (depth < 0 || depth > 8 || width < 0 || width > 1 << 16 || !(dropout >= 0 && dropout < 1) ||
+        (unsigned)act >= PEFT_ACT_COUNT)
+        return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "peft_adapter_set_head: depth %d, width %lld, activation %d, dropout %g",
+                          depth, (long long)width, (int)act, dropout);
     const int64_t C = ad->model->cfg.d_model;
     if (width == 0) width = C;
     ad->head_depth = depth;
     ad->head_dropout = dropout;
+    ad->head_act = act;
     int64_t in = C;
     for (int l = 0; l <= depth; l++) {
         const int64_t out = l == depth ? ad->task.n_classes : width;

@@ -20,6 +20,7 @@ peft_dense_opts peft_dense_opts_default(void)
 
 typedef struct dense_state {
     int depth;
+    peft_activation act;
     float dropout;
     peft_tensor *w[9], *b[9]; /* depth hidden layers + the output projection back to C */
     peft_adapter *ad;
@@ -35,7 +36,7 @@ static peft_status dense_hidden(peft_ctx *ctx, peft_tensor *h, void *user, peft_
         if (st != PEFT_OK) return st;
         if (l < s->depth) {
             peft_tensor *a;
-            if ((st = peft_gelu(ctx, y, &a)) != PEFT_OK) return st;
+            if ((st = peft__activate(ctx, s->act, y, &a)) != PEFT_OK) return st;
             if ((st = peft_dropout(ctx, a, s->dropout, s->ad->training, &y)) != PEFT_OK) return st;
         }
         x = y;
@@ -48,15 +49,18 @@ static peft_status dense_attach(peft_adapter *ad, const void *opts)
     peft_status st = peft__check_opts(ad, opts, sizeof(peft_dense_opts), "dense");
     if (st != PEFT_OK) return st;
     peft_dense_opts o = opts ? *(const peft_dense_opts *)opts : peft_dense_opts_default();
-    if (o.depth < 1 || o.depth > 8 || o.width < 0 || !(o.dropout >= 0 && o.dropout < 1))
-        return peft__fail(ad->ctx, PEFT_ERR_INVALID_ARG, "dense: depth %d (1..8), width %lld, dropout %g", o.depth,
-                          (long long)o.width, o.dropout);
-    if (peft_adapter_task(ad)->kind == PEFT_TASK_CLASSIFY) return peft_adapter_set_head(ad, o.depth, o.width, o.dropout);
+    if (o.depth < 1 || o.depth > 8 || o.width < 0 || !(o.dropout >= 0 && o.dropout < 1) ||
+        (unsigned)o.activation >= PEFT_ACT_COUNT)
+        return peft__fail(ad->ctx, PEFT_ERR_INVALID_ARG, "dense: depth %d (1..8), width %lld, dropout %g, activation %d",
+                          o.depth, (long long)o.width, o.dropout, (int)o.activation);
+    if (peft_adapter_task(ad)->kind == PEFT_TASK_CLASSIFY)
+        return peft_adapter_set_head(ad, o.depth, o.width, o.activation, o.dropout);
     const int64_t C = ad->model->cfg.d_model, W = o.width ? o.width : C;
     dense_state *s = peft__calloc(ad->ctx, 1, sizeof *s);
     if (!s) return peft__fail(ad->ctx, PEFT_ERR_NOMEM, "dense: out of memory");
     peft_adapter_set_state(ad, s);
     s->depth = o.depth;
+    s->act = o.activation;
     s->dropout = o.dropout;
     s->ad = ad;
     int64_t in = C;

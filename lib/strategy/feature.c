@@ -20,10 +20,10 @@ static peft_status feature_attach(peft_adapter *ad, const void *opts)
     peft_status st = peft__check_opts(ad, opts, sizeof(peft_feature_opts), "feature");
     if (st != PEFT_OK) return st;
     peft_feature_opts o = opts ? *(const peft_feature_opts *)opts : peft_feature_opts_default();
-    if (o.depth < 0 || o.depth > 8 || o.width < 0)
+    if (o.depth < 0 || o.depth > 8 || o.width < 0 || (unsigned)o.activation >= PEFT_ACT_COUNT)
         return peft__fail(ad->ctx, PEFT_ERR_INVALID_ARG, "feature: depth %d (0..8), width %lld", o.depth, (long long)o.width);
     peft__adapter_cache_features(ad, true);
-    if (peft_adapter_task(ad)->kind == PEFT_TASK_CLASSIFY) return peft_adapter_set_head(ad, o.depth, o.width, 0.0f);
+    if (peft_adapter_task(ad)->kind == PEFT_TASK_CLASSIFY) return peft_adapter_set_head(ad, o.depth, o.width, o.activation, 0.0f);
     peft_model *m = ad->model;
     peft_tensor *head = m->head.w;
     int64_t shape[2] = {head->shape[0], head->shape[1]};

@@ -23,6 +23,7 @@ typedef struct peft__group {
 typedef struct peft__feature {
     float *data; /* CLASSIFY: [C]; LM: [T, C] */
     int64_t T;
+    uint64_t set; /* the batch's example_set it was computed for */
 } peft__feature;
 
 struct peft_adapter {
@@ -40,6 +41,7 @@ struct peft_adapter {
     /* classification head: depth hidden layers then the output layer */
     int head_depth;
     float head_dropout;
+    peft_activation head_act;
     peft_tensor *head_w[9], *head_b[9];
     /* feature extraction */
     bool cache_features;
@@ -51,6 +53,9 @@ struct peft_adapter {
      * own dropout (LoRA) is on only then (hooks have no training argument) */
     bool training;
 };
+
+/* y = act(x) with the op of that activation. */
+peft_status peft__activate(peft_ctx *ctx, peft_activation act, peft_tensor *x, peft_tensor **y);
 
 /* Feature mode: the base runs once per example; the head trains on cached features. */
 void peft__adapter_cache_features(peft_adapter *ad, bool on);

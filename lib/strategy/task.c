@@ -121,7 +121,7 @@ static peft_status head(peft_adapter *ad, peft_tensor *x, int training, peft_ten
     for (int l = 0; l < ad->head_depth; l++) {
         peft_tensor *y, *a;
         TRY(peft_linear(ctx, x, ad->head_w[l], ad->head_b[l], &y));
-        TRY(peft_gelu(ctx, y, &a));
+        TRY(peft__activate(ctx, ad->head_act, y, &a));
         TRY(peft_dropout(ctx, a, ad->head_dropout, training, &x));
     }
     return peft_linear(ctx, x, ad->head_w[ad->head_depth], ad->head_b[ad->head_depth], out);
@@ -157,7 +157,8 @@ static peft_status features(peft_adapter *ad, const peft_batch *b, peft_tensor *
     bool all_cached = b->example_ids != NULL;
     for (int64_t i = 0; all_cached && i < B; i++) {
         int64_t id = b->example_ids[i];
-        all_cached = id >= 0 && (size_t)id < ad->cache_cap && ad->cache[id].data && ad->cache[id].T == T;
+        all_cached = id >= 0 && (size_t)id < ad->cache_cap && ad->cache[id].data && ad->cache[id].T == T &&
+                     ad->cache[id].set == b->example_set;
     }
     int64_t shape[3] = {B, T, C}, pshape[2] = {B, C};
     peft_tensor *f;
@@ -181,6 +182,7 @@ static peft_status features(peft_adapter *ad, const peft_batch *b, peft_tensor *
                 if (!slot->data) return peft__fail(ctx, PEFT_ERR_NOMEM, "feature cache: out of memory");
                 slot->T = T;
             }
+            slot->set = b->example_set;
             memcpy(slot->data, fd + i * per, (size_t)per * sizeof(float));
         }
     } else {

@@ -289,7 +289,9 @@ static peft_status validate(peft_trainer *tr, const peft_dataset *val, bool *sto
     return PEFT_OK;
 }
 
-peft_status peft_trainer_fit(peft_trainer *tr, const peft_dataset *train, const peft_dataset *val, peft_fit_result *out)
+/* Train until `until_epoch` epochs are done (or max_steps / early stopping). */
+static peft_status fit(peft_trainer *tr, const peft_dataset *train, const peft_dataset *val, int until_epoch,
+                       peft_fit_result *out)
 {
     if (!tr) return PEFT_ERR_INVALID_ARG;
     peft_ctx *ctx = tr->ctx;
@@ -323,7 +325,7 @@ peft_status peft_trainer_fit(peft_trainer *tr, const peft_dataset *train, const 
     if (st != PEFT_OK) return st;
     tr->t0 = peft__now();
     bool stop = false, aborted = false;
-    while (!stop && !aborted && tr->step < total && (o->max_steps > 0 || tr->epoch < o->epochs)) {
+    while (!stop && !aborted && tr->step < total && tr->epoch < until_epoch) {
         if (tr->epoch_pos == 0 && (st = peft_adapter_on_epoch(tr->ad, tr->epoch)) != PEFT_OK) break;
         /* the epoch's order depends only on (seed, epoch): resumable */
         for (size_t i = 0; i < train->n; i++) tr->order[i] = (int64_t)i;
@@ -384,4 +386,16 @@ peft_status peft_trainer_fit(peft_trainer *tr, const peft_dataset *train, const 
     if (aborted) return peft__fail(ctx, PEFT_ABORTED, "peft_trainer_fit: stopped by the progress callback at step %lld",
                                    (long long)tr->step);
     return PEFT_OK;
+}
+
+peft_status peft_trainer_fit(peft_trainer *tr, const peft_dataset *train, const peft_dataset *val, peft_fit_result *out)
+{
+    if (!tr) return PEFT_ERR_INVALID_ARG;
+    return fit(tr, train, val, tr->o.max_steps > 0 ? INT32_MAX : tr->o.epochs, out);
+}
+
+peft_status peft_trainer_epoch(peft_trainer *tr, const peft_dataset *train, const peft_dataset *val, peft_fit_result *out)
+{
+    if (!tr) return PEFT_ERR_INVALID_ARG;
+    return fit(tr, train, val, tr->epoch + 1, out);
 }

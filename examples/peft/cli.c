@@ -141,7 +141,7 @@ peft_tokenizer *cli_tokenizer(peft_ctx *ctx, const cli_args *a, peft_model *m, b
     const char *path = cli_get(a, "tokenizer");
     if (path) {
         peft_tokenizer *tok = NULL;
-        peft_status st = peft_tokenizer_load(ctx, path, &tok);
+        peft_status st = !strcmp(path, "bytes") ? peft_tokenizer_create_bytes(ctx, &tok) : peft_tokenizer_load(ctx, path, &tok);
         if (st != PEFT_OK) {
             cli_error(ctx, "cannot load the tokenizer", st);
             return NULL;

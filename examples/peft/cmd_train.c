@@ -11,13 +11,13 @@
 
 #include "cli.h"
 
-static const char *const flags[] = {"help", "lora-rslora", "quiet", NULL};
+static const char *const flags[] = {"help", "lora-rslora", "quiet", "save-model", NULL};
 static const char *const valued[] = {"model", "data", "task", "strategy", "lora-r", "lora-alpha", "lora-targets",
                                      "lora-dropout", "ia3-targets", "ia3-feedforward", "dense-depth", "dense-width",
                                      "dense-dropout", "dense-activation", "top-blocks", "feature-depth", "pooling", "lr", "epochs", "steps",
                                      "batch", "seq", "seed", "val-split", "patience", "out", "resume", "reference",
                                      "tokenizer", "optimizer", "schedule", "warmup", "grad-accum", "clip",
-                                     "weight-decay", "eval-every", "threads", NULL};
+                                     "weight-decay", "eval-every", "threads", "sample", "sample-tokens", NULL};
 
 static void usage(FILE *f)
 {
@@ -48,6 +48,10 @@ static void usage(FILE *f)
             "output:\n"
             "  --out DIR             adapter.safetensors, metrics.jsonl, summary.json, checkpoint.bin\n"
             "  --resume DIR          continue the run saved in DIR (same options)\n"
+            "  --save-model          also write DIR/model/ (config.json + model.safetensors): the trained\n"
+            "                        model, with LoRA / IA3 merged (full, bitfit, lora, ia3)\n"
+            "  --sample TEXT         generate from TEXT before and after training (LM; also in samples.txt)\n"
+            "  --sample-tokens N     tokens to generate for --sample [48]\n"
             "  --quiet               no progress output\n");
 }
 
@@ -155,8 +159,41 @@ static bool parse_strategy_opts(const cli_args *a, const char *strategy, peft_mo
     return true;
 }
 
+/* A sample continuation of `prompt` (temperature 0.8, top-k 40, fixed seed), malloc'd. */
+static char *sample_text(peft_ctx *ctx, peft_model *m, peft_tokenizer *tok, const char *prompt, int n_new)
+{
+    size_t need = 0, n = 0, len = 0, n_out = 0;
+    int bos = peft_tokenizer_bos(tok) >= 0;
+    peft_tokenizer_encode(tok, prompt, strlen(prompt), bos, 0, NULL, 0, &need);
+    int32_t *ids = malloc((need + (size_t)n_new + 1) * sizeof *ids);
+    char *text = NULL;
+    if (!ids || peft_tokenizer_encode(tok, prompt, strlen(prompt), bos, 0, ids, need + 1, &n) != PEFT_OK || n == 0) goto done;
+    peft_sample_opts so = peft_sample_opts_default();
+    so.max_new = n_new;
+    so.temperature = 0.8f;
+    so.top_k = 40;
+    so.seed = 7;
+    if (peft_model_generate(m, ids, n, &so, ids + n, (size_t)n_new, &n_out) != PEFT_OK) goto done;
+    peft_tokenizer_decode(tok, ids, n + n_out, NULL, 0, &len);
+    text = malloc(len + 1);
+    if (text && peft_tokenizer_decode(tok, ids, n + n_out, text, len + 1, &len) != PEFT_OK) {
+        free(text);
+        text = NULL;
+    }
+done:
+    (void)ctx;
+    free(ids);
+    return text;
+}
+
+static void one_line(char *s)
+{
+    for (char *p = s; p && *p; p++)
+        if (*p == '\n' || *p == '\t') *p = ' ';
+}
+
 static bool write_summary(const char *dir, const char *strategy, const peft_adapter *ad, const peft_model *m,
-                          const peft_fit_result *r, bool has_ref, double seconds)
+                          const peft_fit_result *r, bool has_ref, double seconds, const char *options)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/summary.json", dir);
@@ -178,6 +215,7 @@ static bool write_summary(const char *dir, const char *strategy, const peft_adap
 #undef NUM
     fprintf(f, "  \"steps\": %lld,\n  \"epochs\": %d,\n  \"stopped_early\": %s,\n  \"seconds\": %.3f,\n",
             (long long)r->steps, r->epochs, r->stopped_early ? "true" : "false", seconds);
+    fprintf(f, "  \"options\": %s,\n", options);
     fprintf(f, "  \"peak_rss_mib\": %.1f\n}\n", peak_rss_mib());
     return fclose(f) == 0;
 }
@@ -227,6 +265,7 @@ int cmd_train(int argc, char **argv)
     peft_adapter *ad = NULL;
     peft_trainer *tr = NULL;
     run r = {NULL, isatty(2) != 0, cli_has(&a, "quiet"), classify, 0};
+    char *sample_before = NULL;
     peft_status st;
     if (!m || !(tok = cli_tokenizer(ctx, &a, m, &owned))) goto done;
     st = classify ? peft_dataset_load_tsv(ctx, tok, data, seq, &all) : peft_dataset_load_text(ctx, tok, data, seq, &all);
@@ -304,6 +343,12 @@ int cmd_train(int argc, char **argv)
         fprintf(stderr, "training %s (%s): %lld trainable of %lld parameters, %zu train / %zu val examples\n", strategy,
                 task_s, (long long)peft_adapter_trainable_numel(ad), (long long)peft_model_numel(m),
                 peft_dataset_size(train), peft_dataset_size(val));
+    long long sample_tokens;
+    if (!cli_int(&a, "sample-tokens", 48, &sample_tokens)) {
+        rc = 2;
+        goto done;
+    }
+    if (cli_has(&a, "sample") && !classify) sample_before = sample_text(ctx, m, tok, cli_get(&a, "sample"), (int)sample_tokens);
     peft_fit_result res;
     st = peft_trainer_fit(tr, train, val, &res);
     if (r.tty && !r.quiet) fprintf(stderr, "\n");
@@ -321,7 +366,53 @@ int cmd_train(int argc, char **argv)
         cli_error(ctx, "cannot save the trained tensors", st);
         goto done;
     }
-    if (!write_summary(out_dir, strategy, ad, m, &res, ref != NULL, res.seconds)) {
+    if (cli_has(&a, "save-model")) {
+        bool merge = !strcmp(strategy, "lora") || !strcmp(strategy, "ia3");
+        if (!merge && strcmp(strategy, "full") && strcmp(strategy, "bitfit")) {
+            fprintf(stderr, "peft: --save-model: a %s adapter is not part of the base architecture; use adapter.safetensors\n",
+                    strategy);
+            goto done;
+        }
+        snprintf(path, sizeof path, "%s/model", out_dir);
+        st = merge ? peft_adapter_merge(ad) : PEFT_OK;
+        if (st == PEFT_OK) st = peft_model_save(m, path);
+        if (st == PEFT_OK && merge) st = peft_adapter_unmerge(ad);
+        if (st != PEFT_OK) {
+            cli_error(ctx, "cannot save the model", st);
+            goto done;
+        }
+    }
+    char options[1024];
+    snprintf(options, sizeof options, "{\"task\": \"%s\", \"n_classes\": %d, \"pooling\": \"%s\", \"seq\": %lld", task_s,
+             classify ? task.n_classes : 0, task.pooling == PEFT_POOL_MEAN ? "mean" : "last", seq);
+    size_t ol = strlen(options);
+    if (!strcmp(strategy, "lora"))
+        snprintf(options + ol, sizeof options - ol, ", \"lora_r\": %d, \"lora_alpha\": %g, \"lora_dropout\": %g, \"lora_rslora\": %s, \"lora_targets\": \"%s\"}",
+                 ob.lora.r, ob.lora.alpha, ob.lora.dropout, ob.lora.use_rslora ? "true" : "false",
+                 ob.lora.targets ? ob.lora.targets : "");
+    else if (!strcmp(strategy, "dense"))
+        snprintf(options + ol, sizeof options - ol, ", \"dense_depth\": %d, \"dense_width\": %lld, \"dense_dropout\": %g}",
+                 ob.dense.depth, (long long)ob.dense.width, ob.dense.dropout);
+    else if (!strcmp(strategy, "full"))
+        snprintf(options + ol, sizeof options - ol, ", \"top_blocks\": %d}", ob.full.top_blocks);
+    else if (!strcmp(strategy, "feature"))
+        snprintf(options + ol, sizeof options - ol, ", \"feature_depth\": %d}", ob.feature.depth);
+    else
+        snprintf(options + ol, sizeof options - ol, "}");
+    if (sample_before) {
+        char *after = sample_text(ctx, m, tok, cli_get(&a, "sample"), (int)sample_tokens);
+        snprintf(path, sizeof path, "%s/samples.txt", out_dir);
+        FILE *sf = fopen(path, "w");
+        if (sf) {
+            fprintf(sf, "before: %s\nafter:  %s\n", sample_before, after ? after : "");
+            fclose(sf);
+        }
+        one_line(sample_before);
+        one_line(after);
+        printf("sample before: %s\nsample after:  %s\n", sample_before, after ? after : "(failed)");
+        free(after);
+    }
+    if (!write_summary(out_dir, strategy, ad, m, &res, ref != NULL, res.seconds, options)) {
         fprintf(stderr, "peft: cannot write %s/summary.json\n", out_dir);
         goto done;
     }
@@ -330,6 +421,7 @@ int cmd_train(int argc, char **argv)
                 res.val_loss_before, res.val_loss_after, res.best_val_loss, res.seconds, out_dir);
     rc = 0;
 done:
+    free(sample_before);
     if (r.metrics) fclose(r.metrics);
     peft_trainer_destroy(tr);
     peft_adapter_destroy(ad);

@@ -19,6 +19,7 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    {"init", cmd_init, "create a model with random weights (to pretrain from scratch)"},
     {"info", cmd_info, "describe a model file: architecture, sizes, dtypes, parameters"},
     {"logits", cmd_logits, "print the logits for a list of token ids"},
     {"generate", cmd_generate, "continue a prompt (greedy or sampled, with a KV cache)"},

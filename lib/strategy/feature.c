@@ -28,7 +28,18 @@ static peft_status feature_attach(peft_adapter *ad, const void *opts)
     peft_tensor *head = m->head.w;
     int64_t shape[2] = {head->shape[0], head->shape[1]};
     if ((st = peft_adapter_new_param(ad, "lm_head.weight", 2, shape, 0, &ad->lm_head)) != PEFT_OK) return st;
-    return peft_tensor_copy_out(head, ad->lm_head->data, PEFT_DTYPE_F32, (size_t)(shape[0] * shape[1]));
+    st = peft_tensor_copy_out(head, ad->lm_head->data, PEFT_DTYPE_F32, (size_t)(shape[0] * shape[1]));
+    if (st != PEFT_OK) return st;
+    /* the model's own forward and generation use the new output layer while attached */
+    peft_adapter_set_state(ad, head);
+    m->head.w = ad->lm_head;
+    return PEFT_OK;
+}
+
+static void feature_detach(peft_adapter *ad)
+{
+    peft_tensor *old = peft_adapter_state(ad);
+    if (old) ad->model->head.w = old;
 }
 
 const peft_strategy peft__strategy_feature = {
@@ -36,4 +47,5 @@ const peft_strategy peft__strategy_feature = {
     .name = "feature",
     .description = "feature extraction: frozen base computes features once; a classifier trains on them",
     .attach = feature_attach,
+    .detach = feature_detach,
 };

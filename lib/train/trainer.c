@@ -2,6 +2,7 @@
  * evaluation, early stopping with best-weight restore, forgetting, and the
  * bookkeeping a checkpoint needs to resume bit for bit. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -57,7 +58,7 @@ static peft_status check_opts(peft_ctx *ctx, const peft_train_opts *o)
                           o->patience, o->min_delta);
     if (o->schedule.kind != PEFT_SCHED_CONSTANT || o->schedule.warmup_steps) {
         peft_schedule s = o->schedule;
-        if (s.total_steps == 0) s.total_steps = 1; /* fit sets it from the data */
+        if (s.total_steps == 0) s.total_steps = s.warmup_steps + 1; /* fit sets it from the data */
         return peft_schedule_check(ctx, &s);
     }
     return PEFT_OK;
@@ -310,7 +311,11 @@ static peft_status fit(peft_trainer *tr, const peft_dataset *train, const peft_d
     if (tr->sched.total_steps == 0) tr->sched.total_steps = total;
     tr->sched_ready = true;
     peft_status st = peft_schedule_check(ctx, &tr->sched);
-    if (st != PEFT_OK) return st;
+    if (st != PEFT_OK) {
+        char why[PEFT__ERRMSG_SIZE];
+        snprintf(why, sizeof why, "%s", peft_ctx_errmsg(ctx));
+        return peft__fail(ctx, st, "peft_trainer_fit: %s (the run has %lld steps)", why, (long long)total);
+    }
     if (!tr->order || tr->order_n != train->n) {
         peft__free(ctx, tr->order);
         tr->order = peft__malloc(ctx, train->n * sizeof *tr->order);

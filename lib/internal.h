@@ -233,6 +233,11 @@ void peft__sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
                      int64_t ldc);
 void peft__blas_set_threads(int n);
 
+/* out[N, OC] (+)= x[N, C] W^T (beta 0 or 1) and dx[N, C] += dout[N, OC] W, for W [OC, C]
+ * in any storage dtype (half and q8_0 weights are converted in f32 tiles). (matmul.c) */
+peft_status peft__linear_rows(peft_ctx *ctx, const float *x, int64_t ldx, const peft_tensor *w, int64_t N, float *out,
+                              float beta);
+peft_status peft__linear_rows_dx(peft_ctx *ctx, const float *dout, const peft_tensor *w, int64_t N, float *dx);
 /* Shared row kernels (matmul.c): out[n, :] += b for N rows of OC; db += column sums of dout. */
 void peft__bias_add_rows(peft_ctx *ctx, float *out, const float *b, int64_t N, int64_t OC);
 void peft__bias_grad(peft_ctx *ctx, const float *dout, int64_t N, int64_t OC, float *db);

@@ -147,6 +147,14 @@ PEFT_API peft_status peft_dropout(peft_ctx *ctx, peft_tensor *x, float p, int tr
 PEFT_API peft_status peft_cross_entropy(peft_ctx *ctx, peft_tensor *logits, peft_tensor *targets,
                                         int32_t ignore_index, peft_tensor **out);
 
+/* Fused output layer + cross-entropy: mean CE of (h W^T) against targets,
+ * h [..., C], W [V, C] (f32, or f16/bf16/q8_0 when frozen), targets i32 with
+ * one entry per row of h. The [N, V] logits are computed in row blocks and
+ * never kept: the only [N, V] buffer is the gradient (and none without
+ * gradients). W gets a gradient only if it trains. */
+PEFT_API peft_status peft_linear_cross_entropy(peft_ctx *ctx, peft_tensor *h, peft_tensor *w, peft_tensor *targets,
+                                               int32_t ignore_index, peft_tensor **out);
+
 /* Sum / mean of every element: a 1-element tensor. */
 PEFT_API peft_status peft_sum(peft_ctx *ctx, peft_tensor *x, peft_tensor **out);
 PEFT_API peft_status peft_mean(peft_ctx *ctx, peft_tensor *x, peft_tensor **out);

@@ -157,6 +157,16 @@ peft_status peft_model_forward(peft_model *m, peft_tensor *ids, peft_tensor **lo
     return peft__linear_forward(m->ctx, &m->head, h, logits);
 }
 
+peft_status peft__head_loss(peft_model *m, peft_tensor *h, peft_tensor *targets, int32_t ignore, peft_tensor **loss)
+{
+    if (m->head.hook) { /* a hooked head: plain logits, then the loss */
+        peft_tensor *logits;
+        TRY(peft__linear_forward(m->ctx, &m->head, h, &logits));
+        return peft_cross_entropy(m->ctx, logits, targets, ignore, loss);
+    }
+    return peft_linear_cross_entropy(m->ctx, h, m->head.w, targets, ignore, loss);
+}
+
 peft_status peft_model_lm_loss(peft_model *m, peft_tensor *ids, peft_tensor *mask, peft_tensor **loss)
 {
     static const char fn[] = "peft_model_lm_loss";
@@ -190,7 +200,9 @@ peft_status peft_model_lm_loss(peft_model *m, peft_tensor *ids, peft_tensor *mas
             bool valid = t + 1 < T && (!mk || mk[i + 1] != 0);
             tg[i] = valid ? id[i + 1] : ignore;
         }
-    peft_tensor *logits;
-    TRY(peft_model_forward(m, ids, &logits, NULL));
-    return peft_cross_entropy(ctx, logits, targets, ignore, loss);
+    /* the LM head and the loss are fused: no [B*T, V] logits are kept */
+    peft_tensor *h;
+    TRY(peft__run_blocks(m, NULL, ids, NULL, &h));
+    if (m->hidden_hook) TRY(m->hidden_hook(ctx, h, m->hidden_user, &h));
+    return peft__head_loss(m, h, targets, ignore, loss);
 }

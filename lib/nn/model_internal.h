@@ -73,6 +73,8 @@ typedef struct peft__kv {
     peft_tensor **k, **v;
     int64_t cap, pos;
 } peft__kv;
+/* The LM head and next-token loss on a final hidden state [B, T, C] (fused unless hooked). */
+peft_status peft__head_loss(peft_model *m, peft_tensor *h, peft_tensor *targets, int32_t ignore, peft_tensor **loss);
 peft_status peft__run_blocks(peft_model *m, peft__kv *kv, peft_tensor *ids, peft_tensor **hidden, peft_tensor **out);
 
 #endif

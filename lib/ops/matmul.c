@@ -120,8 +120,8 @@ static int64_t tile_rows(int64_t in)
 }
 
 /* out[N, OC] (+)= x[N, C] W^T for any storage dtype of W [OC, C]. */
-static peft_status linear_fwd_gemm(peft_ctx *ctx, const float *x, int64_t ldx, const peft_tensor *w, int64_t N,
-                                   float *out, float beta)
+peft_status peft__linear_rows(peft_ctx *ctx, const float *x, int64_t ldx, const peft_tensor *w, int64_t N, float *out,
+                              float beta)
 {
     const int64_t OC = w->shape[0], C = w->shape[1];
     if (w->dtype == PEFT_DTYPE_F32) {
@@ -143,7 +143,7 @@ static peft_status linear_fwd_gemm(peft_ctx *ctx, const float *x, int64_t ldx, c
 }
 
 /* dx[N, C] += dout[N, OC] W. */
-static peft_status linear_bwd_dx(peft_ctx *ctx, const float *dout, const peft_tensor *w, int64_t N, float *dx)
+peft_status peft__linear_rows_dx(peft_ctx *ctx, const float *dout, const peft_tensor *w, int64_t N, float *dx)
 {
     const int64_t OC = w->shape[0], C = w->shape[1];
     if (w->dtype == PEFT_DTYPE_F32) {
@@ -228,7 +228,7 @@ static peft_status linear_backward(peft_ctx *ctx, peft__node *node)
     if (peft__needs_grad(x)) {
         float *dx;
         if ((st = peft__grad_buffer(ctx, x, &dx)) != PEFT_OK) return st;
-        if ((st = linear_bwd_dx(ctx, dout, w, N, dx)) != PEFT_OK) return st;
+        if ((st = peft__linear_rows_dx(ctx, dout, w, N, dx)) != PEFT_OK) return st;
     }
     return PEFT_OK;
 }
@@ -266,7 +266,7 @@ peft_status peft_linear(peft_ctx *ctx, peft_tensor *x, peft_tensor *w, peft_tens
     peft_tensor *y;
     if ((st = peft__new_output(ctx, op, x->ndim, shape, &y)) != PEFT_OK) return st;
     const int64_t N = peft__rows(x);
-    if ((st = linear_fwd_gemm(ctx, x->data, peft__row_stride(x), w, N, y->data, 0.0f)) != PEFT_OK) return st;
+    if ((st = peft__linear_rows(ctx, x->data, peft__row_stride(x), w, N, y->data, 0.0f)) != PEFT_OK) return st;
     if (bias) peft__bias_add_rows(ctx, y->data, bias->data, N, w->shape[0]);
     peft_tensor *in[3] = {x, w, bias};
     if (peft__should_record(ctx, in, 3))

@@ -228,16 +228,29 @@ peft_status peft_adapter_loss(peft_adapter *ad, const peft_batch *b, int trainin
     if (!loss) return peft__fail(ad->ctx, PEFT_ERR_INVALID_ARG, "%s: loss is NULL", fn);
     *loss = NULL;
     TRY(check_batch(ad, b, fn));
-    peft_tensor *logits, *targets;
+    peft_tensor *logits, *targets, *h = NULL;
+    peft_status st;
     ad->training = training != 0;
-    peft_status st = batch_logits(ad, b, training, &logits);
+    if (ad->task.kind == PEFT_TASK_LM) {
+        /* the final hidden state, then the fused head + loss: no [B*T, V] logits are kept */
+        st = lm_targets(ad, b, &targets);
+        if (st == PEFT_OK && ad->cache_features) {
+            st = features(ad, b, &h);
+        } else if (st == PEFT_OK) {
+            peft_tensor *ids;
+            int64_t shape[2] = {b->B, b->T};
+            st = i32_tensor(ad->ctx, 2, shape, b->ids, &ids);
+            if (st == PEFT_OK) st = peft__run_blocks(ad->model, NULL, ids, NULL, &h);
+            if (st == PEFT_OK && ad->model->hidden_hook) st = ad->model->hidden_hook(ad->ctx, h, ad->model->hidden_user, &h);
+        }
+        if (st == PEFT_OK) st = peft__head_loss(ad->model, h, targets, IGNORE, loss);
+        ad->training = false;
+        return st;
+    }
+    st = batch_logits(ad, b, training, &logits);
     ad->training = false;
     TRY(st);
-    if (ad->task.kind == PEFT_TASK_LM) {
-        TRY(lm_targets(ad, b, &targets));
-    } else {
-        TRY(i32_tensor(ad->ctx, 1, &b->B, b->labels, &targets));
-    }
+    TRY(i32_tensor(ad->ctx, 1, &b->B, b->labels, &targets));
     return peft_cross_entropy(ad->ctx, logits, targets, IGNORE, loss);
 }
 

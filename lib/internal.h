@@ -191,7 +191,7 @@ peft_status peft__to_f32(peft_dtype dtype, const void *src, size_t first, size_t
 /* Backward of one node: read node->out->grad, accumulate into the inputs' grads. */
 typedef peft_status (*peft__backward_fn)(peft_ctx *ctx, peft__node *node);
 
-#define PEFT__NODE_MAX_IN 4
+#define PEFT__NODE_MAX_IN 6
 struct peft__node {
     const char *op;
     peft__backward_fn backward;

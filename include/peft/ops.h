@@ -55,6 +55,14 @@ PEFT_API peft_status peft_matmul(peft_ctx *ctx, peft_tensor *a, peft_tensor *b, 
 PEFT_API peft_status peft_linear(peft_ctx *ctx, peft_tensor *x, peft_tensor *w, peft_tensor *bias,
                                  peft_tensor **out);
 
+/* Fused LoRA projection: y = x W^T + bias + scale * (x_lora A^T) B^T, with
+ * A [r, in], B [out, r], x_lora = NULL (use x) or a dropped-out x. The
+ * low-rank path is two thin products; B·A is never formed; the frozen W gets
+ * no gradient. */
+PEFT_API peft_status peft_lora_linear(peft_ctx *ctx, peft_tensor *x, peft_tensor *x_lora, peft_tensor *w,
+                                      peft_tensor *bias, peft_tensor *lora_a, peft_tensor *lora_b, float scale,
+                                      peft_tensor **out);
+
 /* ---- elementwise ---- */
 
 /* Broadcasting: shapes are aligned from the right; each dim must be equal or 1

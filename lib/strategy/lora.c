@@ -56,18 +56,11 @@ static peft_status lora_forward(peft_ctx *ctx, peft_tensor *x, peft_tensor *w, p
 {
     const lora_layer *L = user;
     const lora_state *s = L->s;
-    peft_tensor *base, *xd, *u, *v;
-    peft_status st = peft_linear(ctx, x, w, b, &base);
-    if (st != PEFT_OK || s->merged) {
-        *y = st == PEFT_OK ? base : NULL;
-        return st;
-    }
-    if ((st = peft_dropout(ctx, x, s->dropout, s->ad->training, &xd)) != PEFT_OK) return st;
-    if ((st = peft_linear(ctx, xd, L->A, NULL, &u)) != PEFT_OK) return st; /* [..., r] */
-    /* scale the thin [..., r] intermediate rather than the [..., out] result */
-    if (s->scaling != 1.0f && (st = peft_scale(ctx, u, s->scaling, &u)) != PEFT_OK) return st;
-    if ((st = peft_linear(ctx, u, L->B, NULL, &v)) != PEFT_OK) return st; /* [..., out] */
-    return peft_add(ctx, base, v, y);
+    if (s->merged) return peft_linear(ctx, x, w, b, y);
+    peft_tensor *xd;
+    peft_status st = peft_dropout(ctx, x, s->dropout, s->ad->training, &xd); /* x itself when off */
+    if (st != PEFT_OK) return st;
+    return peft_lora_linear(ctx, x, xd == x ? NULL : xd, w, b, L->A, L->B, s->scaling, y);
 }
 
 static const char *default_targets(peft_arch arch)

@@ -106,6 +106,34 @@ static inline uint64_t peft__hash64(uint64_t seed, uint64_t i)
     return z ^ (z >> 31);
 }
 
+/* ---- fast elementary functions for the activation kernels ----
+ * exp(x) = 2^k exp(r), r = x - k ln2 in [-ln2/2, ln2/2], exp(r) by its
+ * degree-6 Taylor polynomial: relative error about 1.2e-7 (an ulp), no
+ * branches, no libm call, so loops over it vectorise. Inputs are clamped to
+ * the float range, which gives the right limits (0 and FLT_MAX-ish). */
+static inline float peft__expf(float x)
+{
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    const float k = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    const float r = (x - k * 0.693145751953125f) - k * 1.428606765330187e-06f; /* ln2 split hi + lo */
+    float p = 1.3888889e-3f;
+    p = p * r + 8.3333338e-3f;
+    p = p * r + 4.1666668e-2f;
+    p = p * r + 1.6666667e-1f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union {
+        int32_t i;
+        float f;
+    } scale = {.i = ((int32_t)k + 127) << 23};
+    return p * scale.f;
+}
+
+/* tanh(u) = 1 - 2 / (exp(2u) + 1): saturates to +-1 without NaN. */
+static inline float peft__tanhf(float u) { return 1.0f - 2.0f / (peft__expf(2.0f * u) + 1.0f); }
+
 /* ---- threads (pool.c) ---- */
 
 /* fn(arg, begin, end) over [0, n) cut into at most n_threads contiguous

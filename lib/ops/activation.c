@@ -26,22 +26,21 @@ static const char *act_name(act_kind k)
 static inline float gelu_f(float x)
 {
     float u = GELU_K * (x + GELU_A * x * x * x);
-    return 0.5f * x * (1.0f + tanhf(u));
+    return 0.5f * x * (1.0f + peft__tanhf(u));
 }
 
 /* d/dx: 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2), t = tanh(u).
- * tanhf saturates cleanly for large |u|, unlike a cosh-based form. */
+ * the exp-based tanh saturates cleanly for large |u|, unlike a cosh-based form. */
 static inline float gelu_df(float x)
 {
     float u = GELU_K * (x + GELU_A * x * x * x);
-    float t = tanhf(u);
+    float t = peft__tanhf(u);
     float du = GELU_K * (1.0f + 3.0f * GELU_A * x * x);
     return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du;
 }
 
-/* sigmoid via expf(-x): for very negative x expf overflows to inf and the
- * result is the correct limit 0 (no NaN). */
-static inline float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
+/* sigmoid via exp(-x); below -87 (where exp(-x) leaves the float range) the limit 0, no NaN. */
+static inline float sigmoid_f(float x) { return x < -87.0f ? 0.0f : 1.0f / (1.0f + peft__expf(-x)); }
 
 static inline float silu_f(float x) { return x * sigmoid_f(x); }
 

@@ -15,6 +15,9 @@
  *              concatenation is a piece with the highest score (leftmost on
  *              ties).
  *
+ * Hugging Face tokenizer.json files load as one of the last two
+ * (peft_tokenizer_load_json), with their added tokens matched in the text.
+ *
  * A tokenizer belongs to the context it was created with (errors and memory go
  * there) and, like the context, is not thread-safe. Encoding and decoding use
  * only temporary memory of their own (no arena).
@@ -102,6 +105,42 @@ PEFT_API peft_status peft_tokenizer_create_spm(peft_ctx *ctx, size_t n, const ch
                                                const float *scores, const int32_t *types, int32_t bos, int32_t eos,
                                                int32_t unk, int space_is_u2581, peft_tokenizer **out);
 
+/* A Hugging Face tokenizer.json with model.type "BPE", in one of two shapes:
+ *  - byte-level (GPT-2, RoBERTa): pre_tokenizer ByteLevel (use_regex true,
+ *    add_prefix_space honoured), or a Sequence of Split by GPT-2's regex
+ *    (behavior Isolated) and ByteLevel; decoder ByteLevel. Gives a gpt2-bpe
+ *    tokenizer. Other Split patterns (Llama 3, Qwen, ...) are
+ *    PEFT_ERR_UNSUPPORTED naming the pattern. model.ignore_merges is honoured.
+ *  - SentencePiece-style (Llama 1/2, Mistral): model.byte_fallback true,
+ *    normalizer Prepend("▁") and Replace(" " -> "▁") or a Metaspace
+ *    pre-tokenizer (prepend_scheme always / first / never, split), decoder
+ *    Replace("▁" -> " ") / ByteFallback / Fuse / Strip(" ", 1, 0) or
+ *    Metaspace. Gives an spm tokenizer that merges by the file's merge rank
+ *    (the pair listed first merges first, leftmost on ties), as Hugging
+ *    Face's BPE does, not by score. Decoding drops one space at the start of
+ *    the output when the decoder strips it (Strip start 1, Metaspace), in
+ *    place of the space after BOS.
+ * model.vocab is an object token -> id and model.merges a list of "a b"
+ * strings or ["a", "b"] pairs, in priority order. added_tokens extend or
+ * mark vocabulary entries; encode finds them in the text first (leftmost,
+ * then longest; lstrip / rstrip / single_word honoured; matched on the raw
+ * text even when "normalized") and runs the model on the text between them,
+ * each piece on its own (so each gets its own dummy prefix where the
+ * normalizer / pre-tokenizer says). Special added tokens of the
+ * SentencePiece shape decode to nothing, like control tokens; the other kind
+ * decodes them to their text. BOS / EOS come from the post_processor
+ * (TemplateProcessing "single" starting / ending with a special token,
+ * Roberta/BertProcessing cls / sep), else from the first added token among
+ * "<s>", "<|begin_of_text|>", "<|endoftext|>" (BOS) and "</s>",
+ * "<|end_of_text|>", "<|endoftext|>" (EOS), else -1.
+ * Ids of model.vocab and added_tokens together must be unique and run from 0
+ * to n-1; merges must name tokens whose concatenation is a token. Errors:
+ * PEFT_ERR_FORMAT naming the file and the item (invalid JSON with its line,
+ * model.merges[i], duplicate or out-of-range ids), PEFT_ERR_UNSUPPORTED
+ * naming what is not supported (model.type, normalizer, pre-tokenizer,
+ * decoder), PEFT_ERR_IO for a missing file. */
+PEFT_API peft_status peft_tokenizer_load_json(peft_ctx *ctx, const char *path, peft_tokenizer **out);
+
 /* NULL is a no-op. */
 PEFT_API void peft_tokenizer_destroy(peft_tokenizer *tok);
 
@@ -150,8 +189,10 @@ PEFT_API const char *peft_tokenizer_name(const peft_tokenizer *tok);
 PEFT_API peft_status peft_tokenizer_from_gguf(peft_ctx *ctx, const peft_gguf *g, peft_tokenizer **out);
 
 /* Load a tokenizer from a path, detected from the contents: a GGUF file, a
- * llama2.c tokenizer.bin (its size is counted from the records), or a
- * directory holding vocab.json + merges.txt (or encoder.json + vocab.bpe). */
+ * Hugging Face tokenizer.json (a file starting with '{'), a llama2.c
+ * tokenizer.bin (its size is counted from the records), or a directory
+ * holding tokenizer.json, else vocab.json + merges.txt (or encoder.json +
+ * vocab.bpe). */
 PEFT_API peft_status peft_tokenizer_load(peft_ctx *ctx, const char *path, peft_tokenizer **out);
 
 #ifdef __cplusplus

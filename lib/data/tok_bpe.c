@@ -77,7 +77,7 @@ size_t peft__gpt2_pretoken_end(const uint8_t *s, size_t n, size_t i)
 
 /* ---- encode ---- */
 
-static bool bpe_pair(void *user, int32_t a, int32_t b, double *key, int32_t *merged)
+bool peft__tok_rank_pair(void *user, int32_t a, int32_t b, double *key, int32_t *merged)
 {
     const peft_tokenizer *tok = user;
     int32_t rank;
@@ -86,15 +86,34 @@ static bool bpe_pair(void *user, int32_t a, int32_t b, double *key, int32_t *mer
     return true;
 }
 
+/* The token whose text is the pre-token s[0..w) in the byte-level alphabet,
+ * or -1. buf holds 2 * w bytes (an alphabet character is at most 2). */
+static int32_t whole_token(const peft_tokenizer *tok, const uint8_t *s, size_t w, char *buf)
+{
+    size_t o = 0;
+    for (size_t k = 0; k < w; k++) o += peft__utf8_encode(tok->byte_cp[s[k]], (uint8_t *)buf + o);
+    return o <= tok->max_text ? peft__tok_index_find(&tok->index, buf, o) : -1;
+}
+
 peft_status peft__tok_bpe_encode(peft_tokenizer *tok, const uint8_t *s, size_t n, peft__tok_out *o)
 {
     peft_ctx *ctx = tok->ctx;
     peft__merger m = {0};
     int32_t *sym = NULL; /* (cap) the symbols of one pre-token */
+    char *word = NULL;   /* (2 * cap) a pre-token in the alphabet, for ignore_merges */
+    uint8_t *spaced = NULL;
     size_t cap = 0;
     peft_status st = PEFT_OK;
+    if (tok->bpe_prefix_space && n > 0 && s[0] != ' ') { /* ByteLevel add_prefix_space */
+        spaced = peft__malloc(ctx, n + 1);
+        if (!spaced) return peft__fail(ctx, PEFT_ERR_NOMEM, "peft_tokenizer_encode: no memory for %zu bytes", n + 1);
+        spaced[0] = ' ';
+        memcpy(spaced + 1, s, n);
+        s = spaced;
+        n++;
+    }
     for (size_t i = 0; i < n;) {
-        size_t end = peft__gpt2_pretoken_end(s, n, i), w = end - i;
+        size_t end = tok->bpe_no_regex ? n : peft__gpt2_pretoken_end(s, n, i), w = end - i;
         if (w == 1) { /* most punctuation and single spaces: no merge possible */
             peft__tok_emit(o, tok->byte_id[s[i]]);
             i = end;
@@ -104,21 +123,31 @@ peft_status peft__tok_bpe_encode(peft_tokenizer *tok, const uint8_t *s, size_t n
             size_t c = cap ? cap : 256;
             while (c < w) c *= 2;
             peft__free(ctx, sym);
+            peft__free(ctx, word);
             sym = peft__malloc(ctx, c * sizeof *sym);
-            if (!sym) {
+            word = tok->bpe_ignore_merges ? peft__malloc(ctx, 2 * c) : NULL;
+            if (!sym || (tok->bpe_ignore_merges && !word)) {
                 st = peft__fail(ctx, PEFT_ERR_NOMEM, "peft_tokenizer_encode: no memory for a %zu-byte word", w);
                 break;
             }
             cap = c;
         }
+        int32_t whole = tok->bpe_ignore_merges && w <= tok->max_text ? whole_token(tok, s + i, w, word) : -1;
+        if (whole >= 0) {
+            peft__tok_emit(o, whole);
+            i = end;
+            continue;
+        }
         for (size_t k = 0; k < w; k++) sym[k] = tok->byte_id[s[i + k]];
         size_t k_out;
-        st = peft__merge_run(ctx, &m, sym, w, bpe_pair, tok, &k_out);
+        st = peft__merge_run(ctx, &m, sym, w, peft__tok_rank_pair, tok, &k_out);
         if (st != PEFT_OK) break;
         for (size_t k = 0; k < k_out; k++) peft__tok_emit(o, sym[k]);
         i = end;
     }
     peft__free(ctx, sym);
+    peft__free(ctx, word);
+    peft__free(ctx, spaced);
     peft__merger_free(ctx, &m);
     return st;
 }
@@ -140,18 +169,15 @@ static const char *merge_where(const merge_src *src, size_t i, char *buf, size_t
     return buf;
 }
 
-static peft_status bpe_build(peft_ctx *ctx, const char *fn, const char *vocab_src, size_t n_tokens,
-                             const char *const *tokens, const size_t *token_lens, size_t n_merges,
-                             const char *const *merges, const size_t *merge_lens, const merge_src *src, int32_t bos,
-                             int32_t eos, peft_tokenizer **out)
+peft_status peft__tok_bpe_build(peft_ctx *ctx, const char *who, size_t n_tokens, const char *const *tokens,
+                                const size_t *token_lens, int32_t bos, int32_t eos, size_t n_merges,
+                                peft_tokenizer **out)
 {
-    char who[320], where[300], q[96], q2[96];
-    snprintf(who, sizeof who, "%s: %s", fn, vocab_src);
-    if (n_merges && (!merges || !merge_lens))
-        return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: merges or merge_lens is NULL", fn);
-    if (n_merges > INT32_MAX) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: %zu merges is too many", fn, n_merges);
+    char q[96];
+    *out = NULL;
+    if (n_merges > INT32_MAX) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: %zu merges is too many", who, n_merges);
     if (bos < -1 || (bos >= 0 && (size_t)bos >= n_tokens) || eos < -1 || (eos >= 0 && (size_t)eos >= n_tokens))
-        return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: bos %d / eos %d outside [-1, %zu)", fn, (int)bos, (int)eos,
+        return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: bos %d / eos %d outside [-1, %zu)", who, (int)bos, (int)eos,
                           n_tokens);
     peft_tokenizer *tok;
     peft_status st = peft__tok_new(ctx, who, PEFT_TOKENIZER_GPT2_BPE, n_tokens, tokens, token_lens, &tok);
@@ -195,26 +221,74 @@ static peft_status bpe_build(peft_ctx *ctx, const char *fn, const char *vocab_sr
         }
         tok->piece_off[id + 1] = po;
     }
-
-    /* merges */
     if (peft__pair_map_init(ctx, &tok->merges, n_merges) != PEFT_OK) {
-        st = peft__fail(ctx, PEFT_ERR_NOMEM, "%s: cannot allocate %zu merges", fn, n_merges);
+        st = peft__fail(ctx, PEFT_ERR_NOMEM, "%s: cannot allocate %zu merges", who, n_merges);
         goto fail;
     }
-    size_t max_merge = 0;
-    for (size_t r = 0; r < n_merges; r++) {
-        if (!merges[r] && merge_lens[r]) {
-            st = peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: merges[%zu] is NULL", fn, r);
-            goto fail;
-        }
-        if (merge_lens[r] > max_merge) max_merge = merge_lens[r];
+    *out = tok;
+    return PEFT_OK;
+fail:
+    peft_tokenizer_destroy(tok);
+    return st;
+}
+
+/* "a b" for messages, each side cut to fit. */
+static const char *merge_quote(const char *a, size_t la, const char *b, size_t lb, bool space, char *q, size_t size)
+{
+    char m[160];
+    size_t ka = la < 70 ? la : 70, kb = lb < 70 ? lb : 70, o = 0;
+    memcpy(m, a, ka), o += ka;
+    if (space) m[o++] = ' ';
+    memcpy(m + o, b, kb), o += kb;
+    return peft__tok_quote(m, o, q, size);
+}
+
+peft_status peft__tok_add_merge(peft_tokenizer *tok, const char *who, const char *where, const char *a, size_t la,
+                                const char *b, size_t lb, int32_t rank, char *cat)
+{
+    char q[96], q2[96];
+    peft_ctx *ctx = tok->ctx;
+    int32_t ia = peft__tok_index_find(&tok->index, a, la);
+    int32_t ib = peft__tok_index_find(&tok->index, b, lb);
+    if (ia < 0 || ib < 0)
+        return peft__fail(ctx, PEFT_ERR_FORMAT, "%s: %s: merge %s: token %s is not in the vocabulary", who, where,
+                          merge_quote(a, la, b, lb, true, q, sizeof q),
+                          ia < 0 ? peft__tok_quote(a, la, q2, sizeof q2) : peft__tok_quote(b, lb, q2, sizeof q2));
+    int32_t iab = -1;
+    if (la + lb <= tok->max_text) { /* longer is no token */
+        memcpy(cat, a, la);
+        memcpy(cat + la, b, lb);
+        iab = peft__tok_index_find(&tok->index, cat, la + lb);
     }
-    char *cat = peft__malloc(ctx, max_merge + 1);
+    if (iab < 0)
+        return peft__fail(ctx, PEFT_ERR_FORMAT, "%s: %s: merge %s: the result %s is not in the vocabulary", who, where,
+                          merge_quote(a, la, b, lb, true, q, sizeof q),
+                          merge_quote(a, la, b, lb, false, q2, sizeof q2));
+    if (!peft__pair_map_put(ctx, &tok->merges, ia, ib, rank, iab))
+        return peft__fail(ctx, PEFT_ERR_NOMEM, "%s: cannot grow the merge table", who);
+    return PEFT_OK;
+}
+
+static peft_status bpe_build(peft_ctx *ctx, const char *fn, const char *vocab_src, size_t n_tokens,
+                             const char *const *tokens, const size_t *token_lens, size_t n_merges,
+                             const char *const *merges, const size_t *merge_lens, const merge_src *src, int32_t bos,
+                             int32_t eos, peft_tokenizer **out)
+{
+    char who[320], where[300], q[96];
+    snprintf(who, sizeof who, "%s: %s", fn, vocab_src);
+    if (n_merges && (!merges || !merge_lens))
+        return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: merges or merge_lens is NULL", fn);
+    for (size_t r = 0; r < n_merges; r++)
+        if (!merges[r] && merge_lens[r]) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: merges[%zu] is NULL", fn, r);
+    peft_tokenizer *tok;
+    peft_status st = peft__tok_bpe_build(ctx, who, n_tokens, tokens, token_lens, bos, eos, n_merges, &tok);
+    if (st != PEFT_OK) return st;
+    char *cat = peft__malloc(ctx, tok->max_text + 1);
     if (!cat) {
-        st = peft__fail(ctx, PEFT_ERR_NOMEM, "%s: cannot allocate %zu bytes", fn, max_merge);
-        goto fail;
+        peft_tokenizer_destroy(tok);
+        return peft__fail(ctx, PEFT_ERR_NOMEM, "%s: cannot allocate %zu bytes", fn, tok->max_text);
     }
-    for (size_t r = 0; r < n_merges; r++) {
+    for (size_t r = 0; r < n_merges && st == PEFT_OK; r++) {
         const char *m = merges[r];
         size_t len = merge_lens[r], sp = 1;
         while (sp < len && m[sp] != ' ') sp++;
@@ -223,36 +297,16 @@ static peft_status bpe_build(peft_ctx *ctx, const char *fn, const char *vocab_sr
                             merge_where(src, r, where, sizeof where), peft__tok_quote(m, len, q, sizeof q));
             break;
         }
-        int32_t a = peft__tok_index_find(&tok->index, m, sp);
-        int32_t b = peft__tok_index_find(&tok->index, m + sp + 1, len - sp - 1);
-        if (a < 0 || b < 0) {
-            st = peft__fail(ctx, PEFT_ERR_FORMAT, "%s: %s: merge %s: token %s is not in the vocabulary", fn,
-                            merge_where(src, r, where, sizeof where), peft__tok_quote(m, len, q, sizeof q),
-                            a < 0 ? peft__tok_quote(m, sp, q2, sizeof q2)
-                                  : peft__tok_quote(m + sp + 1, len - sp - 1, q2, sizeof q2));
-            break;
-        }
-        memcpy(cat, m, sp);
-        memcpy(cat + sp, m + sp + 1, len - sp - 1);
-        int32_t ab = peft__tok_index_find(&tok->index, cat, len - 1);
-        if (ab < 0) {
-            st = peft__fail(ctx, PEFT_ERR_FORMAT, "%s: %s: merge %s: the result %s is not in the vocabulary", fn,
-                            merge_where(src, r, where, sizeof where), peft__tok_quote(m, len, q, sizeof q),
-                            peft__tok_quote(cat, len - 1, q2, sizeof q2));
-            break;
-        }
-        if (!peft__pair_map_put(ctx, &tok->merges, a, b, (int32_t)r, ab)) {
-            st = peft__fail(ctx, PEFT_ERR_NOMEM, "%s: cannot grow the merge table", fn);
-            break;
-        }
+        st = peft__tok_add_merge(tok, fn, merge_where(src, r, where, sizeof where), m, sp, m + sp + 1, len - sp - 1,
+                                 (int32_t)r, cat);
     }
-    peft__free(ctx, cat); /* after the messages, which may quote it */
-    if (st != PEFT_OK) goto fail;
+    peft__free(ctx, cat);
+    if (st != PEFT_OK) {
+        peft_tokenizer_destroy(tok);
+        return st;
+    }
     *out = tok;
     return PEFT_OK;
-fail:
-    peft_tokenizer_destroy(tok);
-    return st;
 }
 
 peft_status peft_tokenizer_create_bpe(peft_ctx *ctx, size_t n_tokens, const char *const *tokens,

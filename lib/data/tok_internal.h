@@ -99,6 +99,19 @@ enum {
     PEFT__TOK_CONTROL = 1u << 0,   /* decodes to nothing */
     PEFT__TOK_BYTE = 1u << 1,      /* a byte-fallback token */
     PEFT__TOK_MERGEABLE = 1u << 2, /* spm: may come out of code point lookup and merges */
+    PEFT__TOK_ADDED = 1u << 3,     /* tokenizer.json added token: matched in the text before the model runs */
+    PEFT__TOK_LSTRIP = 1u << 4,    /* added: takes the whitespace on its left */
+    PEFT__TOK_RSTRIP = 1u << 5,    /* added: takes the whitespace on its right */
+    PEFT__TOK_SINGLE_WORD = 1u << 6, /* added: matches only between non-word characters */
+};
+
+/* When spm encoding adds its dummy-prefix space to a piece of text (a whole
+ * text, or a segment between added tokens). */
+enum {
+    PEFT__PREFIX_ALWAYS = 0,        /* llama2.c, GGUF, tokenizer.json Prepend("▁") normalizer */
+    PEFT__PREFIX_NEVER = 1,         /* no prefix */
+    PEFT__PREFIX_IF_MISSING = 2,    /* Metaspace "always": unless it starts with a space */
+    PEFT__PREFIX_FIRST_MISSING = 3, /* Metaspace "first": only at the start of the text, unless a space is there */
 };
 
 struct peft_tokenizer {
@@ -121,6 +134,16 @@ struct peft_tokenizer {
     /* spm */
     float *scores; /* (n_vocab) */
     bool space_is_u2581;
+    /* what a tokenizer.json asks for beyond the defaults (zero for the other loaders) */
+    uint8_t spm_prefix;       /* PEFT__PREFIX_* */
+    bool spm_split;           /* spm: merges stay within each "▁word" (Metaspace split) */
+    bool bpe_prefix_space;    /* bpe: a space before text that does not start with one */
+    bool bpe_no_regex;        /* bpe: the whole text is one pre-token */
+    bool bpe_ignore_merges;   /* bpe: a pre-token that is a token is that token */
+    bool strip_first_space;   /* decode: drop one space at the start of the output (decoder Strip) */
+    size_t *added_len;        /* (n_added_len) distinct lengths of added tokens, longest first */
+    size_t n_added_len;       /* 0: no added-token matching */
+    uint8_t added_first[32];  /* bit set of the first bytes of added tokens */
 };
 
 /* Appends ids up to cap and counts them all, so a too-small buffer still
@@ -150,10 +173,33 @@ const char *peft__tok_quote(const char *s, size_t len, char *buf, size_t size);
  * NUL is appended after the *len bytes. */
 peft_status peft__tok_read_file(peft_ctx *ctx, const char *who, const char *path, char **data, size_t *len);
 
-/* Kind-specific encoders (no BOS/EOS). */
+/* Kind-specific encoders (no BOS/EOS) of one piece of text; text_start: it
+ * begins the text given to peft_tokenizer_encode (the other pieces follow an
+ * added token). */
 peft_status peft__tok_bytes_encode(peft_tokenizer *tok, const uint8_t *s, size_t n, peft__tok_out *o);
 peft_status peft__tok_bpe_encode(peft_tokenizer *tok, const uint8_t *s, size_t n, peft__tok_out *o);
-peft_status peft__tok_spm_encode(peft_tokenizer *tok, const uint8_t *s, size_t n, peft__tok_out *o);
+peft_status peft__tok_spm_encode(peft_tokenizer *tok, const uint8_t *s, size_t n, bool text_start, peft__tok_out *o);
+
+/* ---- builders shared with the tokenizer.json loader (tok_bpe.c, tok_spm.c) ---- */
+
+/* A byte-level BPE tokenizer with no merges yet (room for n_merges): checks
+ * the alphabet, fills the pieces. `who` starts messages. */
+peft_status peft__tok_bpe_build(peft_ctx *ctx, const char *who, size_t n_tokens, const char *const *tokens,
+                                const size_t *token_lens, int32_t bos, int32_t eos, size_t n_merges,
+                                peft_tokenizer **out);
+/* Add merge (a, b) -> a+b with `rank` to tok->merges (the first of equal
+ * pairs wins). a, b and a+b must be tokens, else PEFT_ERR_FORMAT
+ * "<who>: <where>: merge 'a b': ...". cat holds tok->max_text bytes. */
+peft_status peft__tok_add_merge(peft_tokenizer *tok, const char *who, const char *where, const char *a, size_t la,
+                                const char *b, size_t lb, int32_t rank, char *cat);
+/* The pair function of merges by rank (tok->merges); user is the tokenizer. */
+bool peft__tok_rank_pair(void *user, int32_t a, int32_t b, double *key, int32_t *merged);
+/* peft_tokenizer_create_spm with `who` starting the messages. */
+peft_status peft__tok_spm_build(peft_ctx *ctx, const char *who, size_t n, const char *const *pieces,
+                                const size_t *lens, const float *scores, const int32_t *types, int32_t bos,
+                                int32_t eos, int32_t unk, int space_is_u2581, peft_tokenizer **out);
+/* The byte of a "<0xXX>" text, or -1. */
+int peft__tok_byte_piece(const char *t, size_t len);
 
 /* GPT-2's pre-tokenizer: the end of the pre-token that starts at s[i] (i < n). */
 size_t peft__gpt2_pretoken_end(const uint8_t *s, size_t n, size_t i);

@@ -1,7 +1,8 @@
 /* Tokenizers from files: a GGUF's tokenizer.ggml.* metadata ("llama" =
- * SentencePiece-style BPE, "gpt2" = byte-level BPE), a llama2.c
- * tokenizer.bin, or a directory with vocab.json + merges.txt (or the original
- * encoder.json + vocab.bpe). */
+ * SentencePiece-style BPE, "gpt2" = byte-level BPE), a Hugging Face
+ * tokenizer.json, a llama2.c tokenizer.bin, or a directory with
+ * tokenizer.json or vocab.json + merges.txt (or the original encoder.json +
+ * vocab.bpe). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -107,6 +108,16 @@ static peft_status llama2c_count(peft_ctx *ctx, const char *path, size_t *n)
     return st;
 }
 
+/* A JSON object: '{' after optional whitespace (and a UTF-8 byte order mark).
+ * A llama2.c tokenizer.bin starts with a small int32, so NULs follow. */
+static bool looks_like_json(const char *b, size_t n)
+{
+    size_t i = n >= 3 && !memcmp(b, "\xEF\xBB\xBF", 3) ? 3 : 0;
+    while (i < n && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r')) i++;
+    if (i >= n || b[i] != '{') return false;
+    return memchr(b, '\0', n) == NULL;
+}
+
 peft_status peft_tokenizer_load(peft_ctx *ctx, const char *path, peft_tokenizer **out)
 {
     if (!out) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "peft_tokenizer_load: out is NULL");
@@ -116,18 +127,22 @@ peft_status peft_tokenizer_load(peft_ctx *ctx, const char *path, peft_tokenizer 
     if (stat(path, &sb) != 0) return peft__fail(ctx, PEFT_ERR_IO, "%s: %s", path, strerror(errno));
     if (S_ISDIR(sb.st_mode)) {
         char v[4096], mg[4096];
+        if (readable(path, "tokenizer.json", v, sizeof v)) return peft_tokenizer_load_json(ctx, v, out);
         if ((readable(path, "vocab.json", v, sizeof v) && readable(path, "merges.txt", mg, sizeof mg)) ||
             (readable(path, "encoder.json", v, sizeof v) && readable(path, "vocab.bpe", mg, sizeof mg)))
             return peft_tokenizer_load_gpt2(ctx, v, mg, out);
         return peft__fail(ctx, PEFT_ERR_NOT_FOUND,
-                          "%s: no vocab.json + merges.txt (or encoder.json + vocab.bpe) in this directory", path);
+                          "%s: no tokenizer.json, vocab.json + merges.txt or encoder.json + vocab.bpe in this "
+                          "directory",
+                          path);
     }
     FILE *f = fopen(path, "rb");
     if (!f) return peft__fail(ctx, PEFT_ERR_IO, "%s: %s", path, strerror(errno));
-    char magic[4] = {0};
-    size_t got = fread(magic, 1, 4, f);
+    char magic[64] = {0};
+    size_t got = fread(magic, 1, sizeof magic, f);
     fclose(f);
-    if (got == 4 && !memcmp(magic, "GGUF", 4)) {
+    if (looks_like_json(magic, got)) return peft_tokenizer_load_json(ctx, path, out);
+    if (got >= 4 && !memcmp(magic, "GGUF", 4)) {
         peft_gguf *g = NULL;
         peft_status st = peft_gguf_open(ctx, path, &g);
         if (st == PEFT_OK) st = peft_tokenizer_from_gguf(ctx, g, out);

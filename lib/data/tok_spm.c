@@ -64,7 +64,30 @@ static peft_status push_group(const peft_tokenizer *tok, const uint8_t *g, size_
     return PEFT_OK;
 }
 
-peft_status peft__tok_spm_encode(peft_tokenizer *tok, const uint8_t *s, size_t n, peft__tok_out *o)
+static bool is_space(const peft_tokenizer *tok, const uint8_t *g, size_t len)
+{
+    return (len == 1 && g[0] == ' ') || (tok->space_is_u2581 && len == 3 && memcmp(g, U2581, 3) == 0);
+}
+
+/* The end of the code point (or stray byte) that starts at s[i]. */
+static size_t group_end(const uint8_t *s, size_t n, size_t i)
+{
+    size_t g = i + 1;
+    while (g < n && (s[g] & 0xC0) == 0x80 && g - i < 4) g++;
+    return g;
+}
+
+static peft_status merge_emit(peft_tokenizer *tok, peft__merger *m, int32_t *ids, size_t k, spm_job *job,
+                              peft__tok_out *o)
+{
+    /* a tokenizer.json lists its merges by rank; the others merge by score */
+    peft_status st = tok->merges.key ? peft__merge_run(tok->ctx, m, ids, k, peft__tok_rank_pair, tok, &k)
+                                     : peft__merge_run(tok->ctx, m, ids, k, spm_pair, job, &k);
+    for (size_t i = 0; st == PEFT_OK && i < k; i++) peft__tok_emit(o, ids[i]);
+    return st;
+}
+
+peft_status peft__tok_spm_encode(peft_tokenizer *tok, const uint8_t *s, size_t n, bool text_start, peft__tok_out *o)
 {
     peft_ctx *ctx = tok->ctx;
     size_t cap;
@@ -78,19 +101,27 @@ peft_status peft__tok_spm_encode(peft_tokenizer *tok, const uint8_t *s, size_t n
         st = peft__fail(ctx, PEFT_ERR_NOMEM, "peft_tokenizer_encode: no memory for %zu bytes of text", n);
         goto done;
     }
+    bool starts_with_space = n > 0 && is_space(tok, s, group_end(s, n, 0));
+    bool prefix = n > 0;
+    if (tok->spm_prefix == PEFT__PREFIX_NEVER)
+        prefix = false;
+    else if (tok->spm_prefix == PEFT__PREFIX_IF_MISSING)
+        prefix = prefix && !starts_with_space;
+    else if (tok->spm_prefix == PEFT__PREFIX_FIRST_MISSING)
+        prefix = prefix && text_start && !starts_with_space;
+    spm_job job = {tok, cat};
     size_t k = 0;
-    st = push_group(tok, (const uint8_t *)" ", 1, ids, &k); /* the dummy prefix */
+    if (prefix) st = push_group(tok, (const uint8_t *)" ", 1, ids, &k); /* the dummy prefix */
     for (size_t i = 0; i < n && st == PEFT_OK;) {
-        size_t g = i + 1;
-        while (g < n && (s[g] & 0xC0) == 0x80 && g - i < 4) g++;
-        st = push_group(tok, s + i, g - i, ids, &k);
+        size_t g = group_end(s, n, i);
+        if (tok->spm_split && k > 0 && is_space(tok, s + i, g - i)) { /* a space starts the next word */
+            st = merge_emit(tok, &m, ids, k, &job, o);
+            k = 0;
+        }
+        if (st == PEFT_OK) st = push_group(tok, s + i, g - i, ids, &k);
         i = g;
     }
-    if (st != PEFT_OK) goto done;
-    spm_job job = {tok, cat};
-    st = peft__merge_run(ctx, &m, ids, k, spm_pair, &job, &k);
-    if (st != PEFT_OK) goto done;
-    for (size_t i = 0; i < k; i++) peft__tok_emit(o, ids[i]);
+    if (st == PEFT_OK) st = merge_emit(tok, &m, ids, k, &job, o);
 done:
     peft__free(ctx, ids);
     peft__free(ctx, cat);
@@ -108,17 +139,16 @@ static int hex_digit(char c)
     return -1;
 }
 
-/* The byte of a "<0xXX>" text, or -1. */
-static int byte_piece(const char *t, size_t len)
+int peft__tok_byte_piece(const char *t, size_t len)
 {
     if (len != 6 || memcmp(t, "<0x", 3) != 0 || t[5] != '>') return -1;
     int hi = hex_digit(t[3]), lo = hex_digit(t[4]);
     return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
 
-static peft_status spm_build(peft_ctx *ctx, const char *who, size_t n, const char *const *pieces, const size_t *lens,
-                             const float *scores, const int32_t *types, int32_t bos, int32_t eos, int32_t unk,
-                             int space_is_u2581, peft_tokenizer **out)
+peft_status peft__tok_spm_build(peft_ctx *ctx, const char *who, size_t n, const char *const *pieces,
+                                const size_t *lens, const float *scores, const int32_t *types, int32_t bos,
+                                int32_t eos, int32_t unk, int space_is_u2581, peft_tokenizer **out)
 {
     char q[96];
     if (!scores) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: scores is NULL", who);
@@ -156,13 +186,13 @@ static peft_status spm_build(peft_ctx *ctx, const char *who, size_t n, const cha
                 type = PEFT_TOKEN_CONTROL;
             else if ((int32_t)id == unk)
                 type = PEFT_TOKEN_UNKNOWN;
-            else if (byte_piece(t, len) >= 0)
+            else if (peft__tok_byte_piece(t, len) >= 0)
                 type = PEFT_TOKEN_BYTE;
         }
         if (type == PEFT_TOKEN_CONTROL || (int32_t)id == bos || (int32_t)id == eos) {
             tok->attr[id] = PEFT__TOK_CONTROL; /* decodes to nothing */
         } else if (type == PEFT_TOKEN_BYTE) {
-            int b = byte_piece(t, len);
+            int b = peft__tok_byte_piece(t, len);
             if (b < 0) {
                 st = peft__fail(ctx, PEFT_ERR_FORMAT, "%s: byte piece %zu is %s, not \"<0xXX>\"", who, id,
                                 peft__tok_quote(t, len, q, sizeof q));
@@ -199,7 +229,7 @@ peft_status peft_tokenizer_create_spm(peft_ctx *ctx, size_t n, const char *const
     if (!out) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: out is NULL", fn);
     *out = NULL;
     if (!ctx) return PEFT_ERR_INVALID_ARG;
-    return spm_build(ctx, fn, n, pieces, lens, scores, types, bos, eos, unk, space_is_u2581, out);
+    return peft__tok_spm_build(ctx, fn, n, pieces, lens, scores, types, bos, eos, unk, space_is_u2581, out);
 }
 
 /* ---- llama2.c tokenizer.bin ---- */
@@ -272,8 +302,8 @@ peft_status peft_tokenizer_load_llama2c(peft_ctx *ctx, const char *path, size_t 
     char who[320];
     snprintf(who, sizeof who, "%s: %s", fn, path);
     /* run.c: <unk> 0, BOS 1, EOS 2 */
-    st = spm_build(ctx, who, vocab_size, pieces, lens, scores, NULL, vocab_size > 1 ? 1 : -1, vocab_size > 2 ? 2 : -1,
-                   0, 0, out);
+    st = peft__tok_spm_build(ctx, who, vocab_size, pieces, lens, scores, NULL, vocab_size > 1 ? 1 : -1,
+                             vocab_size > 2 ? 2 : -1, 0, 0, out);
 done:
     peft__free(ctx, data);
     peft__free(ctx, pieces);

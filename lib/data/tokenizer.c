@@ -1,6 +1,7 @@
 /* The tokenizer object: the vocabulary tables every kind shares, argument
- * checks, dispatch of encode to the kind, and the kind-independent decode
- * (ids -> decoded pieces). */
+ * checks, the split of the text at added tokens (tokenizer.json), dispatch of
+ * encode to the kind, and the kind-independent decode (ids -> decoded
+ * pieces). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -137,7 +138,93 @@ void peft_tokenizer_destroy(peft_tokenizer *tok)
     peft__free(ctx, tok->piece_off);
     peft__free(ctx, tok->attr);
     peft__free(ctx, tok->scores);
+    peft__free(ctx, tok->added_len);
     peft__free(ctx, tok);
+}
+
+static peft_status encode_piece(peft_tokenizer *tok, const uint8_t *s, size_t n, bool text_start, peft__tok_out *o)
+{
+    switch (tok->kind) {
+    case PEFT_TOKENIZER_BYTES: return peft__tok_bytes_encode(tok, s, n, o);
+    case PEFT_TOKENIZER_GPT2_BPE: return peft__tok_bpe_encode(tok, s, n, o);
+    case PEFT_TOKENIZER_SPM: return peft__tok_spm_encode(tok, s, n, text_start, o);
+    default: return peft__fail(tok->ctx, PEFT_ERR_INTERNAL, "peft_tokenizer_encode: bad kind %d", (int)tok->kind);
+    }
+}
+
+/* The class and length of the code point that ends just before s[end]
+ * (class_after: that starts at s[i]); a stray byte is "other", length 1. */
+static uint32_t class_before(const uint8_t *s, size_t end, size_t *len)
+{
+    size_t i = end - 1;
+    while (i > 0 && end - i < 4 && (s[i] & 0xC0) == 0x80) i--;
+    uint32_t cp;
+    if (peft__utf8_decode(s + i, end - i, &cp) != end - i) { /* not one code point: a stray byte */
+        *len = 1;
+        return PEFT__UC_OTHER;
+    }
+    *len = end - i;
+    return cp == UINT32_MAX ? PEFT__UC_OTHER : peft__unicode_class(cp);
+}
+
+static uint32_t class_after(const uint8_t *s, size_t n, size_t i, size_t *len)
+{
+    uint32_t cp;
+    *len = peft__utf8_decode(s + i, n - i, &cp);
+    return cp == UINT32_MAX ? PEFT__UC_OTHER : peft__unicode_class(cp);
+}
+
+/* A word character for single_word: a letter, a number or '_' (close to \w). */
+static bool word_char(uint32_t cls, uint8_t first) { return cls == PEFT__UC_L || cls == PEFT__UC_N || first == '_'; }
+
+/* The added token that starts at s[i] (the longest), or -1; *len its length. */
+static int32_t added_at(const peft_tokenizer *tok, const uint8_t *s, size_t n, size_t i, size_t *len)
+{
+    if (!(tok->added_first[s[i] >> 3] & (1u << (s[i] & 7)))) return -1;
+    for (size_t k = 0; k < tok->n_added_len; k++) {
+        size_t l = tok->added_len[k], cl;
+        if (l > n - i) continue;
+        int32_t id = peft__tok_index_find(&tok->index, (const char *)s + i, l);
+        if (id < 0 || !(tok->attr[id] & PEFT__TOK_ADDED)) continue;
+        if (tok->attr[id] & PEFT__TOK_SINGLE_WORD) {
+            if (i > 0) {
+                uint32_t c = class_before(s, i, &cl);
+                if (word_char(c, s[i - cl])) continue;
+            }
+            if (i + l < n && word_char(class_after(s, n, i + l, &cl), s[i + l])) continue;
+        }
+        *len = l;
+        return id;
+    }
+    return -1;
+}
+
+/* Added tokens are found first (leftmost, then longest, as Hugging Face's
+ * added vocabulary does); the text between them goes to the model. */
+static peft_status encode_text(peft_tokenizer *tok, const uint8_t *s, size_t n, peft__tok_out *o)
+{
+    if (tok->n_added_len == 0) return encode_piece(tok, s, n, true, o);
+    size_t seg = 0; /* start of the text not yet encoded */
+    for (size_t i = 0; i < n;) {
+        size_t l, cl;
+        int32_t id = added_at(tok, s, n, i, &l);
+        if (id < 0) {
+            i++;
+            continue;
+        }
+        size_t a = i, b = i + l;
+        if (tok->attr[id] & PEFT__TOK_LSTRIP)
+            while (a > seg && class_before(s, a, &cl) == PEFT__UC_WS && cl <= a - seg) a -= cl;
+        if (tok->attr[id] & PEFT__TOK_RSTRIP)
+            while (b < n && class_after(s, n, b, &cl) == PEFT__UC_WS) b += cl;
+        if (a > seg) {
+            peft_status st = encode_piece(tok, s + seg, a - seg, seg == 0, o);
+            if (st != PEFT_OK) return st;
+        }
+        peft__tok_emit(o, id);
+        seg = i = b;
+    }
+    return seg < n ? encode_piece(tok, s + seg, n - seg, seg == 0, o) : PEFT_OK;
 }
 
 peft_status peft_tokenizer_encode(peft_tokenizer *tok, const char *text, size_t len, int add_bos, int add_eos,
@@ -159,16 +246,7 @@ peft_status peft_tokenizer_encode(peft_tokenizer *tok, const char *text, size_t 
                           peft_tokenizer_name(tok));
     peft__tok_out o = {ids, cap, 0};
     if (add_bos) peft__tok_emit(&o, tok->bos);
-    const uint8_t *s = (const uint8_t *)text;
-    peft_status st = PEFT_OK;
-    if (len) {
-        switch (tok->kind) {
-        case PEFT_TOKENIZER_BYTES: st = peft__tok_bytes_encode(tok, s, len, &o); break;
-        case PEFT_TOKENIZER_GPT2_BPE: st = peft__tok_bpe_encode(tok, s, len, &o); break;
-        case PEFT_TOKENIZER_SPM: st = peft__tok_spm_encode(tok, s, len, &o); break;
-        default: st = peft__fail(ctx, PEFT_ERR_INTERNAL, "peft_tokenizer_encode: bad kind %d", (int)tok->kind);
-        }
-    }
+    peft_status st = len ? encode_text(tok, (const uint8_t *)text, len, &o) : PEFT_OK;
     if (st != PEFT_OK) return st;
     if (add_eos) peft__tok_emit(&o, tok->eos);
     *n_out = o.n;
@@ -189,6 +267,7 @@ peft_status peft_tokenizer_decode(peft_tokenizer *tok, const int32_t *ids, size_
         return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "peft_tokenizer_decode: buf is NULL with cap %zu", cap);
     size_t total = 0;
     int32_t prev = -1;
+    bool strip = tok->strip_first_space; /* until the first byte of output */
     for (size_t i = 0; i < n; i++) {
         int32_t id = ids[i];
         if (id < 0 || (size_t)id >= tok->n_vocab)
@@ -197,6 +276,10 @@ peft_status peft_tokenizer_decode(peft_tokenizer *tok, const int32_t *ids, size_
         const char *p = tok->piece + tok->piece_off[id];
         size_t len = tok->piece_off[id + 1] - tok->piece_off[id];
         if (tok->strip_after_bos && prev >= 0 && prev == tok->bos && len > 0 && p[0] == ' ') p++, len--;
+        if (strip && len > 0) {
+            if (p[0] == ' ') p++, len--;
+            strip = false;
+        }
         if (total + len < cap) memcpy(buf + total, p, len); /* keep one byte for the NUL */
         if (!peft__add_ok(total, len, &total))
             return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "peft_tokenizer_decode: decoded length overflows");

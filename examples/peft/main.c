@@ -24,6 +24,8 @@ static const command commands[] = {
     {"generate", cmd_generate, "continue a prompt (greedy or sampled, with a KV cache)"},
     {"tokenize", cmd_tokenize, "show the ids and pieces of a text"},
     {"train", cmd_train, "fine-tune a model on a text or TSV file with any strategy"},
+    {"eval", cmd_eval, "loss, perplexity and accuracy on a text or TSV file (with a trained adapter)"},
+    {"plot", cmd_plot, "draw a run's metrics.jsonl (train and validation loss) as an SVG"},
     {"version", cmd_version, "print the version"},
 };
 

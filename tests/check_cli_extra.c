@@ -22,6 +22,13 @@ static const char *cli(void)
     return p ? p : "build/bin/peft";
 }
 
+/* Say why a test does nothing (flushed: the test runs in a forked child). */
+static void skip(const char *why)
+{
+    printf("skip: %s\n", why);
+    fflush(stdout);
+}
+
 static const char *stderr_path(void)
 {
     static char path[64];
@@ -259,7 +266,7 @@ START_TEST(io_eval_stories260K)
 {
     const char *models = tu_models_dir();
     if (!models || access(FORTUNES, R_OK) != 0) {
-        printf("skip: ../shared/models or the fortunes package is absent\n");
+        skip("../shared/models or the fortunes package is absent");
         return;
     }
     char args[1024];
@@ -389,7 +396,7 @@ START_TEST(io_plot_a_real_run)
 {
     const char *models = tu_models_dir();
     if (!models || access(FORTUNES, R_OK) != 0) {
-        printf("skip: ../shared/models or the fortunes package is absent\n");
+        skip("../shared/models or the fortunes package is absent");
         return;
     }
     char dir[] = "/tmp/peft_plot_XXXXXX", args[1024], *out;
@@ -434,7 +441,7 @@ static int option_table(const char *src, const char *table, char names[][32], in
 START_TEST(api_help_and_man_page_cover_every_option)
 {
     if (access("examples/peft/main.c", R_OK) != 0 || access("docs/peft.1", R_OK) != 0) {
-        printf("skip: not run from the source tree\n");
+        skip("not run from the source tree");
         return;
     }
     char *top, *man = read_all("docs/peft.1");
@@ -496,7 +503,7 @@ static bool run_example(const char *name, const char *args, char **out)
 START_TEST(io_examples_run)
 {
     if (!getenv("PEFT_BUILD_DIR")) {
-        printf("skip: PEFT_BUILD_DIR is not set (make check sets it)\n");
+        skip("PEFT_BUILD_DIR is not set (make check sets it)");
         return;
     }
     char *out;
@@ -509,7 +516,7 @@ START_TEST(io_examples_run)
 
     const char *models = tu_models_dir();
     if (!models || access(FORTUNES, R_OK) != 0) {
-        printf("skip: the strategy examples need ../shared/models and the fortunes package\n");
+        skip("the strategy examples need ../shared/models and the fortunes package");
         return;
     }
     char dir[] = "/tmp/peft_examples_XXXXXX", args[1024];

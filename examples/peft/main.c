@@ -34,7 +34,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: peft COMMAND [OPTIONS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
-    fprintf(f, "\nRun 'peft COMMAND --help' for the options of a command.\n");
+    fprintf(f, "\nRun 'peft COMMAND --help' for the options of a command (all of them: man peft).\n");
 }
 
 int main(int argc, char **argv)

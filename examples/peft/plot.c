@@ -151,7 +151,9 @@ static void write_svg(FILE *f, const series *train, const series *val, const cha
             point p = all[k]->p[i];
             x0 = fmin(x0, p.x), x1 = fmax(x1, p.x), y0 = fmin(y0, p.y), y1 = fmax(y1, p.y);
         }
-    axis ax = make_axis(x0, x1, 8, true), ay = make_axis(y0, y1, 6, false);
+    /* a little room so no point sits on the frame */
+    double xpad = 0.02 * (x1 - x0), ypad = 0.04 * (y1 - y0);
+    axis ax = make_axis(x0, x1 + xpad, 8, true), ay = make_axis(y0 - ypad, y1 + ypad, 6, false);
     fprintf(f, "<defs><clipPath id=\"plot\"><rect x=\"%d\" y=\"%d\" width=\"%.0f\" height=\"%.0f\"/></clipPath></defs>\n",
             ML - 2, MT - 2, PW + 4, PH + 4);
     /* grid and ticks: an index loop so rounding never drops the last tick */

@@ -485,6 +485,35 @@ START_TEST(api_help_and_man_page_cover_every_option)
     ck_assert_int_ge(n_commands, 8);
     free(top);
     free(man);
+    /* the man page formats without a warning (when groff is installed) */
+    if (system("command -v groff >/dev/null 2>&1") == 0) {
+        char cmd[256];
+        snprintf(cmd, sizeof cmd, "groff -man -ww -z docs/peft.1 2>%s", stderr_path());
+        ck_assert_int_eq(system(cmd), 0);
+        ck_assert_msg(stderr_text()[0] == '\0', "groff: %s", stderr_text());
+    }
+}
+END_TEST
+
+/* A warmup with the schedule's length left to the trainer (--epochs) is
+ * accepted: the length is only known when fit counts the batches. */
+START_TEST(api_train_warmup_with_epochs)
+{
+    char dir[] = "/tmp/peft_warmup_XXXXXX", path[256], args[1024], *out;
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/tiny.txt", dir);
+    write_file(path, tiny_text);
+    snprintf(args, sizeof args, "train --model tests/golden/llama/model.gguf --data %s --seq 16 --batch 2 "
+             "--schedule cosine --warmup 3 --epochs 2 --quiet --out %s/run", path, dir);
+    ck_assert_msg(run(args, &out) == 0, "%s", stderr_text());
+    free(out);
+    /* but a warmup longer than --steps is refused, naming both */
+    snprintf(args, sizeof args, "train --model tests/golden/llama/model.gguf --data %s --seq 16 --batch 2 "
+             "--schedule cosine --warmup 5 --steps 3 --quiet --out %s/run2", path, dir);
+    ck_assert_int_eq(run(args, &out), 1);
+    free(out);
+    ck_assert_msg(strstr(stderr_text(), "warmup_steps 5 > total_steps 3") != NULL, "%s", stderr_text());
+    rm_rf(dir);
 }
 END_TEST
 
@@ -558,6 +587,7 @@ Suite *cli_extra_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("api");
     tcase_add_test(tc, api_help_and_man_page_cover_every_option);
+    tcase_add_test(tc, api_train_warmup_with_epochs);
     suite_add_tcase(s, tc);
     return s;
 }

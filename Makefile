@@ -58,6 +58,8 @@ CLI := $(BUILD)/bin/peft
 
 EXAMPLE_SRC := $(sort $(wildcard examples/*.c))
 EXAMPLES := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
+CXX_EXAMPLE_SRC := $(sort $(wildcard examples/*.cpp))
+CXX_EXAMPLES := $(CXX_EXAMPLE_SRC:examples/%.cpp=$(BUILD)/examples/%)
 
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCHES := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
@@ -78,7 +80,7 @@ lib: static shared
 static: $(STATIC)
 shared: $(SHARED)
 cli: $(CLI)
-examples: $(EXAMPLES)
+examples: $(EXAMPLES) $(CXX_EXAMPLES)
 bench: $(BENCHES)
 
 $(BUILD)/obj/lib/%.o: lib/%.c
@@ -111,6 +113,12 @@ $(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(SANLD) -o $@ $< $(STATIC) $(LIBS_PRIVATE) $(LDFLAGS)
 
+# C++ examples: the public headers as they are, compiled by $(CXX) and linked
+# against the built library (tests/install.sh does the same through pkg-config).
+$(CXX_EXAMPLES): $(BUILD)/examples/%: examples/%.cpp $(STATIC) $(wildcard include/peft/*.h)
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++11 $(OPT) -Wall -Wextra -Wshadow -Iinclude $(CXXFLAGS) $(SANLD) -o $@ $< $(STATIC) $(LIBS_PRIVATE) $(LDFLAGS)
+
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(SANLD) -o $@ $< $(STATIC) $(LIBS_PRIVATE) $(LDFLAGS)
@@ -130,7 +138,7 @@ $(TEST_BIN): $(TEST_OBJ) $(STATIC)
 	$(CC) $(SANLD) -o $@ $(TEST_OBJ) $(STATIC) $(LIBS_PRIVATE) $(CHECK_LIBS) $(LDFLAGS)
 
 # CK_DEFAULT_TIMEOUT: model tests take longer than Check's 4 s default.
-check: $(TEST_BIN) $(SHARED) $(CLI) $(EXAMPLES)
+check: $(TEST_BIN) $(SHARED) $(CLI) $(EXAMPLES) $(CXX_EXAMPLES)
 	CK_DEFAULT_TIMEOUT=600 PEFT_BUILD_DIR=$(BUILD) PEFT_CLI=$(CLI) $(TEST_BIN)
 	sh tests/symbols.sh $(SHARED_REAL)
 	if [ "$(SAN)" != 1 ]; then sh tests/install.sh $(BUILD); fi

@@ -24,20 +24,23 @@ bool cli_parse(cli_args *a, int argc, char **argv, const char *const *flags, con
     n_opts = 0;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
-        if (s[0] == '-' && s[1] == '-' && s[2]) {
+        /* "-x" means "--x" for the one-letter options a command declares ("-o") */
+        bool is_short = s[0] == '-' && s[1] && s[1] != '-' && !s[2] && (in_list(flags, s + 1) || in_list(valued, s + 1));
+        if (is_short || (s[0] == '-' && s[1] == '-' && s[2])) {
+            const char *name = s + (is_short ? 1 : 2);
             if (n_opts == MAX_OPTS) {
                 fprintf(stderr, "peft: too many options\n");
                 return false;
             }
-            if (in_list(flags, s + 2)) {
-                opt_names[n_opts] = s + 2;
+            if (in_list(flags, name)) {
+                opt_names[n_opts] = name;
                 opt_values[n_opts++] = "";
-            } else if (in_list(valued, s + 2)) {
+            } else if (in_list(valued, name)) {
                 if (i + 1 >= argc) {
                     fprintf(stderr, "peft: option %s needs a value\n", s);
                     return false;
                 }
-                opt_names[n_opts] = s + 2;
+                opt_names[n_opts] = name;
                 opt_values[n_opts++] = argv[++i];
             } else {
                 fprintf(stderr, "peft: unknown option %s (see --help)\n", s);

@@ -14,6 +14,7 @@ static void usage(FILE *f)
                "  --tokens LIST       prompt as comma-separated token ids\n"
                "  --prompt TEXT       prompt text, through the model's tokenizer (BOS added when the\n"
                "                      tokenizer has one, unless --no-bos)\n"
+               "  --no-bos            do not start the --prompt with BOS\n"
                "  --max-new N         tokens to generate (default 32)\n"
                "  --temperature T     0 = greedy (default)\n"
                "  --top-k K           keep the K most likely tokens (0 = all)\n"
@@ -21,7 +22,8 @@ static void usage(FILE *f)
                "  --seed S            sampling seed (default 1)\n"
                "  --tokenizer PATH    tokenizer when the model file has none\n"
                "  --ids               also print the generated ids\n"
-               "  --threads N         threads (default: all cores)\n");
+               "  --threads N         threads (default: all cores)\n"
+               "  --help              this text\n");
 }
 
 int cmd_generate(int argc, char **argv)

@@ -10,8 +10,11 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: peft info MODEL [--json]\n\n"
                "MODEL is a Hugging Face checkpoint directory, a .safetensors file with config.json\n"
-               "beside it, a GGUF file or a llama2.c .bin checkpoint (detected from the contents).\n"
-               "  --json      print one JSON object\n");
+               "beside it, a GGUF file or a llama2.c .bin checkpoint (detected from the contents);\n"
+               "a tokenizer file or directory is described too.\n"
+               "  --json        print one JSON object\n"
+               "  --threads N   threads (default: all cores)\n"
+               "  --help        this text\n");
 }
 
 /* A GGUF that holds only a vocabulary: describe its metadata and tokenizer. */

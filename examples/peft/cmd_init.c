@@ -16,7 +16,8 @@ static void usage(FILE *f)
                "  --layers L [4]   --d D [128]   --heads H [4]   --kv-heads K [= heads, llama only]\n"
                "  --ffn F          [gpt2: 4*D; llama: 8*D/3 rounded to 8]\n"
                "  --vocab V [256]  --ctx T [256]  --theta R [10000, llama]\n"
-               "  --seed S [1]\n");
+               "  --seed S [1]     --threads N\n"
+               "  --help           this text\n");
 }
 
 int cmd_init(int argc, char **argv)

@@ -13,7 +13,8 @@ static void usage(FILE *f)
                "  --tokens LIST     comma-separated token ids\n"
                "  --all-positions   one row per input position\n"
                "  --json            {\"n_vocab\": V, \"logits\": [[...], ...]}\n"
-               "  --threads N       threads (default: all cores)\n");
+               "  --threads N       threads (default: all cores)\n"
+               "  --help            this text\n");
 }
 
 int cmd_logits(int argc, char **argv)

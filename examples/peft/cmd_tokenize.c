@@ -10,8 +10,14 @@ static const char *const valued[] = {"tokenizer", "threads", NULL};
 static void usage(FILE *f)
 {
     fprintf(f, "usage: peft tokenize (MODEL | --tokenizer PATH) TEXT [--bos] [--eos] [--json]\n\n"
-               "PATH: a GGUF file, a llama2.c tokenizer.bin, or a directory with vocab.json + merges.txt\n"
-               "(or encoder.json + vocab.bpe). Prints one line per token: id and piece.\n");
+               "Prints one line per token: id and piece.\n"
+               "  --tokenizer PATH    a GGUF file, a llama2.c tokenizer.bin, or a directory with\n"
+               "                      vocab.json + merges.txt (or encoder.json + vocab.bpe)\n"
+               "  --bos               start with the BOS id (an error if the tokenizer has none)\n"
+               "  --eos               end with the EOS id\n"
+               "  --json              print {\"ids\": [...]}\n"
+               "  --threads N         threads (default: all cores)\n"
+               "  --help              this text\n");
 }
 
 int cmd_tokenize(int argc, char **argv)

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "plot.h"
 
 static const char *const flags[] = {"help", "lora-rslora", "quiet", "save-model", NULL};
 static const char *const valued[] = {"model", "data", "task", "strategy", "lora-r", "lora-alpha", "lora-targets",
@@ -46,13 +47,14 @@ static void usage(FILE *f)
             "  --patience N          early stopping after N evaluations without improvement [off]\n"
             "  --seed S [1]          --threads N\n"
             "output:\n"
-            "  --out DIR             adapter.safetensors, metrics.jsonl, summary.json, checkpoint.bin\n"
+            "  --out DIR             adapter.safetensors, metrics.jsonl, summary.json, checkpoint.bin, loss.svg\n"
             "  --resume DIR          continue the run saved in DIR (same options)\n"
             "  --save-model          also write DIR/model/ (config.json + model.safetensors): the trained\n"
             "                        model, with LoRA / IA3 merged (full, bitfit, lora, ia3)\n"
             "  --sample TEXT         generate from TEXT before and after training (LM; also in samples.txt)\n"
             "  --sample-tokens N     tokens to generate for --sample [48]\n"
-            "  --quiet               no progress output\n");
+            "  --quiet               no progress output\n"
+            "  --help                this text\n");
 }
 
 typedef struct run {
@@ -382,23 +384,39 @@ int cmd_train(int argc, char **argv)
             goto done;
         }
     }
+    /* the options as the train flags spell them, so peft eval --adapter can re-attach */
     char options[1024];
-    snprintf(options, sizeof options, "{\"task\": \"%s\", \"n_classes\": %d, \"pooling\": \"%s\", \"seq\": %lld", task_s,
-             classify ? task.n_classes : 0, task.pooling == PEFT_POOL_MEAN ? "mean" : "last", seq);
+    snprintf(options, sizeof options, "{\"task\": \"%s\", \"pooling\": \"%s\", \"seq\": %lld", task_s,
+             task.pooling == PEFT_POOL_MEAN ? "mean" : "last", seq);
     size_t ol = strlen(options);
     if (!strcmp(strategy, "lora"))
-        snprintf(options + ol, sizeof options - ol, ", \"lora_r\": %d, \"lora_alpha\": %g, \"lora_dropout\": %g, \"lora_rslora\": %s, \"lora_targets\": \"%s\"}",
-                 ob.lora.r, ob.lora.alpha, ob.lora.dropout, ob.lora.use_rslora ? "true" : "false",
-                 ob.lora.targets ? ob.lora.targets : "");
+        snprintf(options + ol, sizeof options - ol,
+                 ", \"lora-r\": %d, \"lora-alpha\": %g, \"lora-dropout\": %g, \"lora-rslora\": %s%s%s%s}", ob.lora.r,
+                 ob.lora.alpha, ob.lora.dropout, ob.lora.use_rslora ? "true" : "false",
+                 ob.lora.targets ? ", \"lora-targets\": \"" : "", ob.lora.targets ? ob.lora.targets : "",
+                 ob.lora.targets ? "\"" : "");
+    else if (!strcmp(strategy, "ia3"))
+        snprintf(options + ol, sizeof options - ol, "%s%s%s%s%s%s}", ob.ia3.targets ? ", \"ia3-targets\": \"" : "",
+                 ob.ia3.targets ? ob.ia3.targets : "", ob.ia3.targets ? "\"" : "",
+                 ob.ia3.feedforward ? ", \"ia3-feedforward\": \"" : "", ob.ia3.feedforward ? ob.ia3.feedforward : "",
+                 ob.ia3.feedforward ? "\"" : "");
     else if (!strcmp(strategy, "dense"))
-        snprintf(options + ol, sizeof options - ol, ", \"dense_depth\": %d, \"dense_width\": %lld, \"dense_dropout\": %g}",
+        snprintf(options + ol, sizeof options - ol, ", \"dense-depth\": %d, \"dense-width\": %lld, \"dense-dropout\": %g}",
                  ob.dense.depth, (long long)ob.dense.width, ob.dense.dropout);
     else if (!strcmp(strategy, "full"))
-        snprintf(options + ol, sizeof options - ol, ", \"top_blocks\": %d}", ob.full.top_blocks);
+        snprintf(options + ol, sizeof options - ol, ", \"top-blocks\": %d}", ob.full.top_blocks);
     else if (!strcmp(strategy, "feature"))
-        snprintf(options + ol, sizeof options - ol, ", \"feature_depth\": %d}", ob.feature.depth);
+        snprintf(options + ol, sizeof options - ol, ", \"feature-depth\": %d}", ob.feature.depth);
     else
         snprintf(options + ol, sizeof options - ol, "}");
+    snprintf(path, sizeof path, "%s/metrics.jsonl", out_dir);
+    if (r.metrics) {
+        fclose(r.metrics);
+        r.metrics = NULL;
+    }
+    char svg[4096];
+    snprintf(svg, sizeof svg, "%s/loss.svg", out_dir);
+    plot_metrics_svg(path, svg, strategy); /* the plot is a convenience: a failure was already reported */
     if (sample_before) {
         char *after = sample_text(ctx, m, tok, cli_get(&a, "sample"), (int)sample_tokens);
         snprintf(path, sizeof path, "%s/samples.txt", out_dir);

@@ -25,6 +25,8 @@ static const command commands[] = {
     {"generate", cmd_generate, "continue a prompt (greedy or sampled, with a KV cache)"},
     {"tokenize", cmd_tokenize, "show the ids and pieces of a text"},
     {"train", cmd_train, "fine-tune a model on a text or TSV file with any strategy"},
+    {"eval", cmd_eval, "loss, perplexity and accuracy on a text or TSV file (with a trained adapter)"},
+    {"plot", cmd_plot, "draw a run's metrics.jsonl (train and validation loss) as an SVG"},
     {"version", cmd_version, "print the version"},
 };
 
@@ -33,7 +35,7 @@ static void usage(FILE *f)
     fprintf(f, "usage: peft COMMAND [OPTIONS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
-    fprintf(f, "\nRun 'peft COMMAND --help' for the options of a command.\n");
+    fprintf(f, "\nRun 'peft COMMAND --help' for the options of a command (all of them: man peft).\n");
 }
 
 int main(int argc, char **argv)

@@ -58,7 +58,9 @@ static peft_status check_opts(peft_ctx *ctx, const peft_train_opts *o)
                           o->patience, o->min_delta);
     if (o->schedule.kind != PEFT_SCHED_CONSTANT || o->schedule.warmup_steps) {
         peft_schedule s = o->schedule;
-        if (s.total_steps == 0) s.total_steps = s.warmup_steps + 1; /* fit sets it from the data */
+        /* unset: max_steps, else fit sets it from the data (and checks again),
+         * so only a warmup longer than max_steps can be refused here */
+        if (s.total_steps == 0) s.total_steps = o->max_steps > 0 ? o->max_steps : s.warmup_steps > 0 ? s.warmup_steps : 1;
         return peft_schedule_check(ctx, &s);
     }
     return PEFT_OK;

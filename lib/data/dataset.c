@@ -1,19 +1,18 @@
 /* Datasets: tokenized examples in one flat token array with offsets, optional
  * labels, and views (splits) that index into a shared store. */
-#include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../internal.h"
 #include "dataset_internal.h"
 
-static void store_free(peft_ctx *ctx, peft__store *s)
+void peft__store_free(peft_ctx *ctx, peft__store *s)
 {
     if (!s) return;
     peft__free(ctx, s->tokens);
     peft__free(ctx, s->offsets);
     peft__free(ctx, s->labels);
+    peft__free(ctx, s->loss_mask);
     for (int i = 0; i < s->n_classes; i++) peft__free(ctx, s->class_names ? s->class_names[i] : NULL);
     peft__free(ctx, s->class_names);
     peft__free(ctx, s);
@@ -23,19 +22,18 @@ void peft_dataset_destroy(peft_dataset *ds)
 {
     if (!ds) return;
     peft_ctx *ctx = ds->ctx;
-    if (ds->owns_store) store_free(ctx, ds->store);
+    if (ds->owns_store) peft__store_free(ctx, ds->store);
     peft__free(ctx, ds->index);
     peft__free(ctx, ds);
 }
 
-/* A dataset owning `s` with the identity index. */
-static peft_status wrap_store(peft_ctx *ctx, peft__store *s, peft_dataset **out)
+peft_status peft__dataset_wrap(peft_ctx *ctx, peft__store *s, peft_dataset **out)
 {
     peft_dataset *ds = peft__calloc(ctx, 1, sizeof *ds);
     if (ds) ds->index = peft__calloc(ctx, s->n + 1, sizeof *ds->index);
     if (!ds || !ds->index) {
         if (ds) peft__free(ctx, ds);
-        store_free(ctx, s);
+        peft__store_free(ctx, s);
         return peft__fail(ctx, PEFT_ERR_NOMEM, "dataset: out of memory");
     }
     ds->ctx = ctx;
@@ -102,7 +100,7 @@ peft_status peft_dataset_from_ids(peft_ctx *ctx, size_t n, const int32_t *const 
     s->offsets = peft__malloc(ctx, (n + 1) * sizeof *s->offsets);
     if (labels) s->labels = peft__malloc(ctx, n * sizeof *s->labels);
     if (!s->tokens || !s->offsets || (labels && !s->labels)) {
-        store_free(ctx, s);
+        peft__store_free(ctx, s);
         return peft__fail(ctx, PEFT_ERR_NOMEM, "dataset: out of memory");
     }
     int64_t off = 0;
@@ -116,255 +114,7 @@ peft_status peft_dataset_from_ids(peft_ctx *ctx, size_t n, const int32_t *const 
         memcpy(s->labels, labels, n * sizeof *s->labels);
         s->n_classes = n_classes;
     }
-    return wrap_store(ctx, s, out);
-}
-
-/* Tokenize `len` bytes into a new malloc'd (ctx) array. */
-static peft_status tokenize(peft_ctx *ctx, peft_tokenizer *tok, const char *text, size_t len, int bos, int32_t **ids,
-                            size_t *n)
-{
-    size_t need = 0;
-    peft_status st = peft_tokenizer_encode(tok, text, len, bos, 0, NULL, 0, &need);
-    if (st != PEFT_OK && st != PEFT_ERR_INVALID_ARG) return st;
-    *ids = peft__malloc(ctx, (need + 1) * sizeof **ids);
-    if (!*ids) return peft__fail(ctx, PEFT_ERR_NOMEM, "dataset: out of memory for %zu tokens", need);
-    st = peft_tokenizer_encode(tok, text, len, bos, 0, *ids, need + 1, n);
-    if (st != PEFT_OK) {
-        peft__free(ctx, *ids);
-        *ids = NULL;
-    }
-    return st;
-}
-
-peft_status peft_dataset_from_text(peft_ctx *ctx, peft_tokenizer *tok, const char *text, size_t len, int64_t seq_len,
-                                   peft_dataset **out)
-{
-    if (!out) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "peft_dataset_from_text: out is NULL");
-    *out = NULL;
-    if (!ctx) return PEFT_ERR_INVALID_ARG;
-    if (!tok || !text) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "peft_dataset_from_text: NULL argument");
-    if (seq_len < 2 || seq_len > 1 << 20)
-        return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "peft_dataset_from_text: seq_len %lld (must be 2..2^20)", (long long)seq_len);
-    /* documents are separated by blank lines; each starts with BOS when the tokenizer has one */
-    int bos = peft_tokenizer_bos(tok) >= 0;
-    int32_t *stream = NULL;
-    size_t n_stream = 0, cap = 0;
-    peft_status st = PEFT_OK;
-    size_t i = 0;
-    while (i < len && st == PEFT_OK) {
-        size_t j = i;
-        while (j < len && !(text[j] == '\n' && j + 1 < len && text[j + 1] == '\n')) j++;
-        size_t k = i;
-        while (k < j && (text[k] == '\n' || text[k] == ' ')) k++;
-        if (k < j) {
-            int32_t *ids;
-            size_t n;
-            st = tokenize(ctx, tok, text + k, j - k, bos, &ids, &n);
-            if (st == PEFT_OK && n_stream + n > cap) {
-                size_t ncap = cap ? cap : 4096;
-                while (ncap < n_stream + n) ncap *= 2;
-                int32_t *ns = peft__malloc(ctx, ncap * sizeof *ns);
-                if (!ns) st = peft__fail(ctx, PEFT_ERR_NOMEM, "dataset: out of memory");
-                else {
-                    if (n_stream) memcpy(ns, stream, n_stream * sizeof *ns);
-                    peft__free(ctx, stream);
-                    stream = ns;
-                    cap = ncap;
-                }
-            }
-            if (st == PEFT_OK) {
-                memcpy(stream + n_stream, ids, n * sizeof *ids);
-                n_stream += n;
-            }
-            peft__free(ctx, ids);
-        }
-        i = j + 2;
-    }
-    if (st == PEFT_OK && n_stream < 2)
-        st = peft__fail(ctx, PEFT_ERR_INVALID_ARG, "peft_dataset_from_text: the text has fewer than 2 tokens");
-    if (st != PEFT_OK) {
-        peft__free(ctx, stream);
-        return st;
-    }
-    /* pack into windows of seq_len; a last partial window of >= 2 tokens is kept */
-    size_t n_ex = (n_stream + (size_t)seq_len - 1) / (size_t)seq_len;
-    if (n_stream % (size_t)seq_len == 1) n_ex--;
-    peft__store *s = peft__calloc(ctx, 1, sizeof *s);
-    if (s) s->offsets = peft__malloc(ctx, (n_ex + 1) * sizeof *s->offsets);
-    if (!s || !s->offsets) {
-        peft__free(ctx, stream);
-        if (s) peft__free(ctx, s);
-        return peft__fail(ctx, PEFT_ERR_NOMEM, "dataset: out of memory");
-    }
-    s->n = n_ex;
-    for (size_t e = 0; e < n_ex; e++) s->offsets[e] = (int64_t)(e * (size_t)seq_len);
-    s->offsets[n_ex] = (int64_t)(n_ex * (size_t)seq_len) < (int64_t)n_stream ? (int64_t)(n_ex * (size_t)seq_len)
-                                                                              : (int64_t)n_stream;
-    s->tokens = stream;
-    return wrap_store(ctx, s, out);
-}
-
-static peft_status read_file(peft_ctx *ctx, const char *path, char **buf, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return peft__fail(ctx, PEFT_ERR_IO, "%s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *b = peft__malloc(ctx, cap);
-    peft_status st = b ? PEFT_OK : peft__fail(ctx, PEFT_ERR_NOMEM, "%s: out of memory", path);
-    while (st == PEFT_OK) {
-        if (n == cap) {
-            char *nb = peft__malloc(ctx, cap * 2);
-            if (!nb) {
-                st = peft__fail(ctx, PEFT_ERR_NOMEM, "%s: out of memory", path);
-                break;
-            }
-            memcpy(nb, b, n);
-            peft__free(ctx, b);
-            b = nb;
-            cap *= 2;
-        }
-        size_t got = fread(b + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            if (ferror(f)) st = peft__fail(ctx, PEFT_ERR_IO, "%s: read error", path);
-            break;
-        }
-    }
-    fclose(f);
-    if (st != PEFT_OK) {
-        peft__free(ctx, b);
-        return st;
-    }
-    *buf = b;
-    *len = n;
-    return PEFT_OK;
-}
-
-peft_status peft_dataset_load_text(peft_ctx *ctx, peft_tokenizer *tok, const char *path, int64_t seq_len,
-                                   peft_dataset **out)
-{
-    if (!out) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "peft_dataset_load_text: out is NULL");
-    *out = NULL;
-    if (!ctx || !path) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "peft_dataset_load_text: NULL argument");
-    char *text;
-    size_t len;
-    peft_status st = read_file(ctx, path, &text, &len);
-    if (st != PEFT_OK) return st;
-    st = peft_dataset_from_text(ctx, tok, text, len, seq_len, out);
-    peft__free(ctx, text);
-    if (st != PEFT_OK) {
-        char why[PEFT__ERRMSG_SIZE];
-        snprintf(why, sizeof why, "%s", peft_ctx_errmsg(ctx));
-        return peft__fail(ctx, st, "%s: %s", path, why);
-    }
-    return PEFT_OK;
-}
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-peft_status peft_dataset_load_tsv(peft_ctx *ctx, peft_tokenizer *tok, const char *path, int64_t max_len,
-                                  peft_dataset **out)
-{
-    if (!out) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "peft_dataset_load_tsv: out is NULL");
-    *out = NULL;
-    if (!ctx || !tok || !path) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "peft_dataset_load_tsv: NULL argument");
-    if (max_len < 1) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "peft_dataset_load_tsv: max_len %lld", (long long)max_len);
-    char *text;
-    size_t len;
-    peft_status st = read_file(ctx, path, &text, &len);
-    if (st != PEFT_OK) return st;
-    /* pass 1: lines and label strings */
-    size_t n_lines = 0;
-    for (size_t i = 0; i < len; i++) n_lines += text[i] == '\n';
-    n_lines++;
-    char **labels = peft__calloc(ctx, n_lines, sizeof *labels);
-    const char **texts = peft__calloc(ctx, n_lines, sizeof *texts);
-    size_t *tlens = peft__calloc(ctx, n_lines, sizeof *tlens);
-    size_t n = 0;
-    if (!labels || !texts || !tlens) st = peft__fail(ctx, PEFT_ERR_NOMEM, "%s: out of memory", path);
-    size_t line = 0, i = 0;
-    while (st == PEFT_OK && i < len) {
-        line++;
-        size_t j = i;
-        while (j < len && text[j] != '\n') j++;
-        size_t end = j;
-        if (end > i && text[end - 1] == '\r') end--;
-        if (end > i) {
-            const char *tab = memchr(text + i, '\t', end - i);
-            if (!tab || tab == text + i || tab + 1 == text + end) {
-                st = peft__fail(ctx, PEFT_ERR_FORMAT, "%s:%zu: expected \"label<TAB>text\"", path, line);
-                break;
-            }
-            size_t ll = (size_t)(tab - (text + i));
-            labels[n] = peft__malloc(ctx, ll + 1);
-            if (!labels[n]) {
-                st = peft__fail(ctx, PEFT_ERR_NOMEM, "%s: out of memory", path);
-                break;
-            }
-            memcpy(labels[n], text + i, ll);
-            labels[n][ll] = '\0';
-            texts[n] = tab + 1;
-            tlens[n] = (size_t)(text + end - (tab + 1));
-            n++;
-        }
-        i = j + 1;
-    }
-    if (st == PEFT_OK && n == 0) st = peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: no examples", path);
-    /* classes: the sorted distinct labels */
-    char **classes = NULL;
-    int n_classes = 0;
-    if (st == PEFT_OK) {
-        classes = peft__calloc(ctx, n, sizeof *classes);
-        if (!classes) st = peft__fail(ctx, PEFT_ERR_NOMEM, "%s: out of memory", path);
-        else {
-            memcpy(classes, labels, n * sizeof *classes);
-            qsort(classes, n, sizeof *classes, cmp_str);
-            for (size_t k = 0; k < n; k++)
-                if (n_classes == 0 || strcmp(classes[n_classes - 1], classes[k])) classes[n_classes++] = classes[k];
-            if (n_classes < 2)
-                st = peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: %d distinct label(s); classification needs at least 2", path,
-                                n_classes);
-        }
-    }
-    int32_t **ids = NULL, *lab = NULL;
-    int64_t *lens = NULL;
-    if (st == PEFT_OK) {
-        ids = peft__calloc(ctx, n, sizeof *ids);
-        lens = peft__calloc(ctx, n, sizeof *lens);
-        lab = peft__calloc(ctx, n, sizeof *lab);
-        if (!ids || !lens || !lab) st = peft__fail(ctx, PEFT_ERR_NOMEM, "%s: out of memory", path);
-    }
-    int bos = peft_tokenizer_bos(tok) >= 0;
-    for (size_t k = 0; st == PEFT_OK && k < n; k++) {
-        size_t cnt;
-        st = tokenize(ctx, tok, texts[k], tlens[k], bos, &ids[k], &cnt);
-        if (st != PEFT_OK) break;
-        if (cnt == 0) {
-            st = peft__fail(ctx, PEFT_ERR_FORMAT, "%s: example %zu has no tokens", path, k + 1);
-            break;
-        }
-        lens[k] = (int64_t)cnt < max_len ? (int64_t)cnt : max_len;
-        char **hit = bsearch(&labels[k], classes, (size_t)n_classes, sizeof *classes, cmp_str);
-        lab[k] = (int32_t)(hit - classes);
-    }
-    if (st == PEFT_OK) st = peft_dataset_from_ids(ctx, n, (const int32_t *const *)ids, lens, lab, n_classes, out);
-    if (st == PEFT_OK) {
-        peft__store *s = (*out)->store;
-        s->class_names = peft__calloc(ctx, (size_t)n_classes, sizeof *s->class_names);
-        for (int c = 0; s->class_names && c < n_classes; c++) {
-            size_t l = strlen(classes[c]);
-            s->class_names[c] = peft__malloc(ctx, l + 1);
-            if (s->class_names[c]) memcpy(s->class_names[c], classes[c], l + 1);
-        }
-    }
-    for (size_t k = 0; k < n; k++) {
-        peft__free(ctx, labels ? labels[k] : NULL);
-        if (ids) peft__free(ctx, ids[k]);
-    }
-    peft__free(ctx, labels), peft__free(ctx, texts), peft__free(ctx, tlens), peft__free(ctx, classes);
-    peft__free(ctx, ids), peft__free(ctx, lens), peft__free(ctx, lab);
-    peft__free(ctx, text);
-    return st;
+    return peft__dataset_wrap(ctx, s, out);
 }
 
 void peft__shuffle(int64_t *a, size_t n, uint64_t seed)
@@ -378,82 +128,160 @@ void peft__shuffle(int64_t *a, size_t n, uint64_t seed)
     }
 }
 
-peft_status peft_dataset_split(const peft_dataset *ds, double val_frac, uint64_t seed, peft_dataset **train,
-                               peft_dataset **val)
+/* Views over consecutive runs of one seeded permutation: part k gets cnt[k]
+ * examples (parts with cnt 0 are skipped). */
+static peft_status split_parts(const peft_dataset *ds, const char *fn, uint64_t seed, int n_parts, const size_t *cnt,
+                               peft_dataset **parts)
 {
-    if (!ds) return PEFT_ERR_INVALID_ARG;
     peft_ctx *ctx = ds->ctx;
-    if (!train || !val) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "peft_dataset_split: NULL output");
-    *train = *val = NULL;
-    if (!(val_frac > 0 && val_frac < 1))
-        return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "peft_dataset_split: val_frac %g is not in (0, 1)", val_frac);
-    if (ds->n < 2) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "peft_dataset_split: %zu example(s) cannot be split", ds->n);
-    size_t n_val = (size_t)((double)ds->n * val_frac + 0.5);
-    if (n_val < 1) n_val = 1;
-    if (n_val >= ds->n) n_val = ds->n - 1;
     int64_t *perm = peft__malloc(ctx, ds->n * sizeof *perm);
-    peft_dataset *parts[2] = {NULL, NULL};
-    peft_status st = perm ? PEFT_OK : peft__fail(ctx, PEFT_ERR_NOMEM, "peft_dataset_split: out of memory");
+    peft_status st = perm ? PEFT_OK : peft__fail(ctx, PEFT_ERR_NOMEM, "%s: out of memory", fn);
     if (st == PEFT_OK) {
         memcpy(perm, ds->index, ds->n * sizeof *perm);
         peft__shuffle(perm, ds->n, seed);
     }
-    for (int k = 0; st == PEFT_OK && k < 2; k++) {
-        size_t cnt = k == 0 ? ds->n - n_val : n_val;
-        const int64_t *from = k == 0 ? perm + n_val : perm;
+    size_t at = 0;
+    for (int k = 0; st == PEFT_OK && k < n_parts; k++) {
         parts[k] = peft__calloc(ctx, 1, sizeof *parts[k]);
-        if (parts[k]) parts[k]->index = peft__malloc(ctx, cnt * sizeof *parts[k]->index);
+        if (parts[k]) parts[k]->index = peft__malloc(ctx, (cnt[k] ? cnt[k] : 1) * sizeof *parts[k]->index);
         if (!parts[k] || !parts[k]->index) {
-            st = peft__fail(ctx, PEFT_ERR_NOMEM, "peft_dataset_split: out of memory");
+            st = peft__fail(ctx, PEFT_ERR_NOMEM, "%s: out of memory", fn);
             break;
         }
         parts[k]->ctx = ctx;
         parts[k]->store = ds->store;
-        parts[k]->n = cnt;
-        memcpy(parts[k]->index, from, cnt * sizeof *from);
+        parts[k]->n = cnt[k];
+        memcpy(parts[k]->index, perm + at, cnt[k] * sizeof *perm);
+        at += cnt[k];
     }
     peft__free(ctx, perm);
-    if (st != PEFT_OK) {
-        peft_dataset_destroy(parts[0]);
-        peft_dataset_destroy(parts[1]);
-        return st;
-    }
-    *train = parts[0];
-    *val = parts[1];
+    if (st != PEFT_OK)
+        for (int k = 0; k < n_parts; k++) {
+            peft_dataset_destroy(parts[k]);
+            parts[k] = NULL;
+        }
+    return st;
+}
+
+/* Examples of a fraction: rounded, at least 1. */
+static size_t part_size(size_t n, double frac)
+{
+    size_t k = (size_t)((double)n * frac + 0.5);
+    return k < 1 ? 1 : k;
+}
+
+peft_status peft_dataset_split(const peft_dataset *ds, double val_frac, uint64_t seed, peft_dataset **train,
+                               peft_dataset **val)
+{
+    static const char fn[] = "peft_dataset_split";
+    if (!ds) return PEFT_ERR_INVALID_ARG;
+    peft_ctx *ctx = ds->ctx;
+    if (!train || !val) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: NULL output", fn);
+    *train = *val = NULL;
+    if (!(val_frac > 0 && val_frac < 1))
+        return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: val_frac %g is not in (0, 1)", fn, val_frac);
+    if (ds->n < 2) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: %zu example(s) cannot be split", fn, ds->n);
+    size_t n_val = part_size(ds->n, val_frac);
+    if (n_val >= ds->n) n_val = ds->n - 1;
+    /* validation first in the permutation, so split3 with the same seed agrees */
+    size_t cnt[2] = {n_val, ds->n - n_val};
+    peft_dataset *parts[2] = {NULL, NULL};
+    peft_status st = split_parts(ds, fn, seed, 2, cnt, parts);
+    if (st != PEFT_OK) return st;
+    *val = parts[0];
+    *train = parts[1];
     return PEFT_OK;
+}
+
+peft_status peft_dataset_split3(const peft_dataset *ds, double val_frac, double test_frac, uint64_t seed,
+                                peft_dataset **train, peft_dataset **val, peft_dataset **test)
+{
+    static const char fn[] = "peft_dataset_split3";
+    if (!ds) return PEFT_ERR_INVALID_ARG;
+    peft_ctx *ctx = ds->ctx;
+    if (!train || !val || !test) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: NULL output", fn);
+    *train = *val = *test = NULL;
+    if (!(val_frac > 0 && test_frac > 0 && val_frac + test_frac < 1))
+        return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: val_frac %g and test_frac %g must be > 0 with a sum < 1", fn,
+                          val_frac, test_frac);
+    if (ds->n < 3) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: %zu example(s) cannot be split in 3", fn, ds->n);
+    size_t n_val = part_size(ds->n, val_frac), n_test = part_size(ds->n, test_frac);
+    if (n_val > ds->n - 2) n_val = ds->n - 2;
+    if (n_test > ds->n - 1 - n_val) n_test = ds->n - 1 - n_val;
+    size_t cnt[3] = {n_val, n_test, ds->n - n_val - n_test};
+    peft_dataset *parts[3] = {NULL, NULL, NULL};
+    peft_status st = split_parts(ds, fn, seed, 3, cnt, parts);
+    if (st != PEFT_OK) return st;
+    *val = parts[0];
+    *test = parts[1];
+    *train = parts[2];
+    return PEFT_OK;
+}
+
+peft_status peft_dataset_example(const peft_dataset *ds, size_t i, const int32_t **ids, int64_t *len,
+                                 const uint8_t **loss_mask, int32_t *label)
+{
+    if (!ds) return PEFT_ERR_INVALID_ARG;
+    if (i >= ds->n)
+        return peft__fail(ds->ctx, PEFT_ERR_INVALID_ARG, "peft_dataset_example: index %zu is outside [0, %zu)", i, ds->n);
+    const peft__store *s = ds->store;
+    int64_t e = ds->index[i], off = s->offsets[e];
+    if (ids) *ids = s->tokens + off;
+    if (len) *len = s->offsets[e + 1] - off;
+    if (loss_mask) *loss_mask = s->loss_mask ? s->loss_mask + off : NULL;
+    if (label) *label = s->labels ? s->labels[e] : -1;
+    return PEFT_OK;
+}
+
+peft_data_format peft_dataset_format(const peft_dataset *ds) { return ds ? ds->store->format : PEFT_DATA_AUTO; }
+size_t peft_dataset_n_skipped(const peft_dataset *ds) { return ds ? ds->store->n_skipped : 0; }
+size_t peft_dataset_n_truncated(const peft_dataset *ds) { return ds ? ds->store->n_truncated : 0; }
+size_t peft_dataset_n_invalid_utf8(const peft_dataset *ds) { return ds ? ds->store->n_invalid_utf8 : 0; }
+
+static void batch_buf_release(peft_ctx *ctx, peft__batch_buf *buf)
+{
+    peft__free(ctx, buf->ids), peft__free(ctx, buf->mask), peft__free(ctx, buf->labels);
+    peft__free(ctx, buf->example_ids), peft__free(ctx, buf->loss_mask);
+    memset(buf, 0, sizeof *buf);
 }
 
 peft_status peft__dataset_batch(const peft_dataset *ds, const int64_t *pos, size_t n, peft__batch_buf *buf,
                                 peft_batch *out)
 {
     peft_ctx *ctx = ds->ctx;
+    const peft__store *s = ds->store;
     int64_t T = 0;
     for (size_t i = 0; i < n; i++) {
-        int64_t e = ds->index[pos[i]], len = ds->store->offsets[e + 1] - ds->store->offsets[e];
+        int64_t e = ds->index[pos[i]], len = s->offsets[e + 1] - s->offsets[e];
         if (len > T) T = len;
     }
-    size_t need = n * (size_t)T;
+    size_t need;
+    if (!peft__mul_ok(n, (size_t)T, &need)) return peft__fail(ctx, PEFT_ERR_NOMEM, "batch: %zu x %lld overflows", n, (long long)T);
     if (need > buf->cap || n > buf->cap_rows) {
         size_t cap = need > buf->cap ? need : buf->cap, rows = n > buf->cap_rows ? n : buf->cap_rows;
-        peft__free(ctx, buf->ids), peft__free(ctx, buf->mask), peft__free(ctx, buf->labels), peft__free(ctx, buf->example_ids);
+        batch_buf_release(ctx, buf);
         buf->ids = peft__malloc(ctx, cap * sizeof *buf->ids);
         buf->mask = peft__malloc(ctx, cap * sizeof *buf->mask);
+        buf->loss_mask = peft__malloc(ctx, cap * sizeof *buf->loss_mask);
         buf->labels = peft__malloc(ctx, rows * sizeof *buf->labels);
         buf->example_ids = peft__malloc(ctx, rows * sizeof *buf->example_ids);
-        buf->cap = cap;
-        buf->cap_rows = rows;
-        if (!buf->ids || !buf->mask || !buf->labels || !buf->example_ids) {
-            buf->cap = buf->cap_rows = 0;
+        if (!buf->ids || !buf->mask || !buf->loss_mask || !buf->labels || !buf->example_ids) {
+            batch_buf_release(ctx, buf);
             return peft__fail(ctx, PEFT_ERR_NOMEM, "batch: out of memory");
         }
+        buf->cap = cap;
+        buf->cap_rows = rows;
     }
     for (size_t i = 0; i < n; i++) {
-        int64_t e = ds->index[pos[i]], off = ds->store->offsets[e], len = ds->store->offsets[e + 1] - off;
+        int64_t e = ds->index[pos[i]], off = s->offsets[e], len = s->offsets[e + 1] - off;
+        int32_t *ids_i = buf->ids + i * (size_t)T, *mask_i = buf->mask + i * (size_t)T;
+        int32_t *lm_i = buf->loss_mask + i * (size_t)T;
         for (int64_t t = 0; t < T; t++) {
-            buf->ids[i * (size_t)T + (size_t)t] = t < len ? ds->store->tokens[off + t] : 0;
-            buf->mask[i * (size_t)T + (size_t)t] = t < len;
+            ids_i[t] = t < len ? s->tokens[off + t] : 0;
+            mask_i[t] = t < len;
+            lm_i[t] = t < len && (!s->loss_mask || s->loss_mask[off + t]);
         }
-        buf->labels[i] = ds->store->labels ? ds->store->labels[e] : 0;
+        buf->labels[i] = s->labels ? s->labels[e] : 0;
         buf->example_ids[i] = e;
     }
     memset(out, 0, sizeof *out);
@@ -461,14 +289,11 @@ peft_status peft__dataset_batch(const peft_dataset *ds, const int64_t *pos, size
     out->T = T;
     out->ids = buf->ids;
     out->mask = buf->mask;
-    out->labels = ds->store->labels ? buf->labels : NULL;
+    out->loss_mask = s->loss_mask ? buf->loss_mask : NULL;
+    out->labels = s->labels ? buf->labels : NULL;
     out->example_ids = buf->example_ids;
-    out->example_set = (uint64_t)(uintptr_t)ds->store;
+    out->example_set = (uint64_t)(uintptr_t)s;
     return PEFT_OK;
 }
 
-void peft__batch_buf_free(peft_ctx *ctx, peft__batch_buf *buf)
-{
-    peft__free(ctx, buf->ids), peft__free(ctx, buf->mask), peft__free(ctx, buf->labels), peft__free(ctx, buf->example_ids);
-    memset(buf, 0, sizeof *buf);
-}
+void peft__batch_buf_free(peft_ctx *ctx, peft__batch_buf *buf) { batch_buf_release(ctx, buf); }

@@ -309,6 +309,34 @@ START_TEST(io_train_lm_metrics_and_resume)
 }
 END_TEST
 
+START_TEST(io_train_jsonl_bad_lines)
+{
+    char tmpl[] = "/tmp/peft_jsonl_XXXXXX", path[512], args[2048], *out;
+    ck_assert_ptr_nonnull(mkdtemp(tmpl));
+    snprintf(path, sizeof path, "%s/data.jsonl", tmpl);
+    FILE *f = fopen(path, "w");
+    for (int i = 0; i < 40; i++) {
+        if (i == 7) fprintf(f, "{\"prompt\": \"no completion here\"}\n");
+        fprintf(f, "{\"prompt\": \"Q%d: say hi\", \"completion\": \" hi there %d\"}\n", i, i % 3);
+    }
+    fclose(f);
+    snprintf(args, sizeof args, "init --arch llama --layers 1 --d 32 --heads 2 --vocab 256 --ctx 64 --out %s/m", tmpl);
+    ck_assert_msg(run(args, &out) == 0, "%s", stderr_text());
+    free(out);
+    char common[1024];
+    snprintf(common, sizeof common, "--model %s/m --tokenizer bytes --strategy lora --seq 32 --batch 4 --steps 3 --quiet", tmpl);
+    snprintf(args, sizeof args, "train %s --data %s --out %s/a", common, path, tmpl);
+    ck_assert_int_eq(run(args, &out), 1);
+    free(out);
+    ck_assert_msg(strstr(stderr_text(), "data.jsonl:8:") != NULL, "stderr: %s", stderr_text());
+    snprintf(args, sizeof args, "train %s --data %s --skip-bad-lines --out %s/a", common, path, tmpl);
+    ck_assert_msg(run(args, &out) == 0, "%s", stderr_text());
+    free(out);
+    snprintf(args, sizeof args, "rm -rf %s", tmpl);
+    ck_assert_int_eq(system(args), 0);
+}
+END_TEST
+
 Suite *cli_suite(void)
 {
     Suite *s = suite_create("cli");
@@ -317,6 +345,7 @@ Suite *cli_suite(void)
     tcase_add_test(tc, io_every_shared_model_file);
     tcase_add_test(tc, io_generate_reference_continuation);
     tcase_add_test(tc, io_train_lm_metrics_and_resume);
+    tcase_add_test(tc, io_train_jsonl_bad_lines);
     suite_add_tcase(s, tc);
     tc = tcase_create("api");
     tcase_add_test(tc, api_bad_command_lines);

@@ -198,3 +198,39 @@ bool cli_parse_ids(const char *s, int32_t **ids, size_t *n)
     *n = k;
     return true;
 }
+
+bool cli_dataset_opts(const cli_args *a, int64_t seq, int classify, peft_dataset_opts *o)
+{
+    *o = peft_dataset_opts_default();
+    o->seq_len = seq;
+    o->task = classify < 0 ? PEFT_DATA_TASK_AUTO : classify ? PEFT_DATA_TASK_CLASSIFY : PEFT_DATA_TASK_LM;
+    if (cli_has(a, "add-bos")) o->add_bos = 1;
+    if (cli_has(a, "no-bos")) o->add_bos = 0;
+    if (cli_has(a, "add-eos")) o->add_eos = 1;
+    o->skip_bad_lines = cli_has(a, "skip-bad-lines");
+    static const char *const formats[] = {"auto", "text", "jsonl", "tsv"};
+    static const char *const packs[] = {"across", "within"};
+    static const char *const overflows[] = {"truncate", "refuse", "drop"};
+    static const char *const utf8s[] = {"keep", "replace", "reject"};
+    struct {
+        const char *flag;
+        const char *const *names;
+        int n;
+        int *dst;
+    } choices[] = {{"format", formats, 4, (int *)&o->format},
+                   {"pack", packs, 2, (int *)&o->pack},
+                   {"overflow", overflows, 3, (int *)&o->overflow},
+                   {"utf8", utf8s, 3, (int *)&o->utf8}};
+    for (size_t c = 0; c < sizeof choices / sizeof *choices; c++) {
+        const char *v = cli_get(a, choices[c].flag);
+        if (!v) continue;
+        int k = 0;
+        while (k < choices[c].n && strcmp(v, choices[c].names[k])) k++;
+        if (k == choices[c].n) {
+            fprintf(stderr, "peft: --%s does not take '%s'\n", choices[c].flag, v);
+            return false;
+        }
+        *choices[c].dst = k;
+    }
+    return true;
+}

@@ -34,6 +34,20 @@ peft_tokenizer *cli_tokenizer(peft_ctx *ctx, const cli_args *a, peft_model *m, b
 bool cli_parse_ids(const char *s, int32_t **ids, size_t *n);
 void cli_error(peft_ctx *ctx, const char *what, peft_status st);
 
+/* The data options shared by train and eval (names for the option tables, usage lines). */
+#define CLI_DATA_FLAGS "add-bos", "no-bos", "add-eos", "skip-bad-lines"
+#define CLI_DATA_VALUED "format", "pack", "overflow", "utf8"
+#define CLI_DATA_USAGE                                                                                      \
+    "  --format auto|text|jsonl|tsv   data format [auto: from the name and contents; .gz is read too]\n"  \
+    "  --add-bos | --no-bos  BOS at the start of documents/examples [when the tokenizer has one]\n"       \
+    "  --add-eos             EOS at the end of documents/examples\n"                                    \
+    "  --pack across|within  LM: pack documents together, or never span two (pad) [across]\n"            \
+    "  --overflow truncate|refuse|drop   examples longer than --seq [truncate]\n"                       \
+    "  --utf8 keep|replace|reject        invalid UTF-8 in the data [keep]\n"                            \
+    "  --skip-bad-lines      skip (and count) malformed lines instead of failing\n"
+/* Fill dataset options from the data flags; false (message printed) on a bad value. */
+bool cli_dataset_opts(const cli_args *a, int64_t seq, int classify, peft_dataset_opts *o);
+
 int cmd_info(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_generate(int argc, char **argv);

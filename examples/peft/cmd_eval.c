@@ -20,18 +20,18 @@
 
 #include "cli.h"
 
-static const char *const flags[] = {"help", "json", "lora-rslora", NULL};
+static const char *const flags[] = {"help", "json", "lora-rslora", CLI_DATA_FLAGS, NULL};
 static const char *const valued[] = {"data", "task", "adapter", "strategy", "seq", "batch", "pooling", "tokenizer",
                                      "threads", "lora-r", "lora-alpha", "lora-dropout", "lora-targets", "ia3-targets",
                                      "ia3-feedforward", "dense-depth", "dense-width", "dense-dropout",
-                                     "dense-activation", "top-blocks", "feature-depth", NULL};
+                                     "dense-activation", "top-blocks", "feature-depth", CLI_DATA_VALUED, NULL};
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: peft eval MODEL --data FILE [--task lm|classify] [--adapter DIR] [options]\n\n"
             "Loss, perplexity (lm) and accuracy of MODEL on every example of FILE.\n"
-            "  --data FILE           text file (lm) or TSV 'label<TAB>text' lines (classify)\n"
+            "  --data FILE           text, JSONL or TSV (as for peft train; gzip too)\n"
             "  --task lm|classify    default: the run's task from summary.json, else lm\n"
             "  --adapter DIR         a 'peft train --out' directory: re-attach its strategy\n"
             "                        (summary.json) and load DIR/adapter.safetensors; or a\n"
@@ -40,7 +40,8 @@ static void usage(FILE *f)
             "  --seq N               tokens per sequence (lm; max length for classify) [128]\n"
             "  --batch B             examples per forward pass [8]\n"
             "  --pooling last|mean   classification pooling, as in training [last]\n"
-            "  --tokenizer PATH      when the model file has none\n"
+            "  --tokenizer PATH      when the model file has none ('bytes': byte tokens)\n"
+            CLI_DATA_USAGE
             "  --threads N           threads (default: all cores)\n"
             "  --json                print one JSON object\n"
             "  --help                this text\n"
@@ -307,7 +308,9 @@ int cmd_eval(int argc, char **argv)
     peft_trainer *tr = NULL;
     peft_status st;
     if (!m || !(tok = cli_tokenizer(ctx, &a, m, &owned))) goto done;
-    st = classify ? peft_dataset_load_tsv(ctx, tok, data, seq, &ds) : peft_dataset_load_text(ctx, tok, data, seq, &ds);
+    peft_dataset_opts dopts;
+    if (!cli_dataset_opts(&a, seq, classify, &dopts)) goto done;
+    st = peft_dataset_load(ctx, tok, data, &dopts, &ds);
     if (st != PEFT_OK) {
         cli_error(ctx, "cannot read the data", st);
         goto done;

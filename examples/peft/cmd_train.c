@@ -12,26 +12,29 @@
 #include "cli.h"
 #include "plot.h"
 
-static const char *const flags[] = {"help", "lora-rslora", "quiet", "save-model", NULL};
+static const char *const flags[] = {"help", "lora-rslora", "quiet", "save-model", CLI_DATA_FLAGS, NULL};
 static const char *const valued[] = {"model", "data", "task", "strategy", "lora-r", "lora-alpha", "lora-targets",
                                      "lora-dropout", "ia3-targets", "ia3-feedforward", "dense-depth", "dense-width",
                                      "dense-dropout", "dense-activation", "top-blocks", "feature-depth", "pooling", "lr", "epochs", "steps",
                                      "batch", "seq", "seed", "val-split", "patience", "out", "resume", "reference",
                                      "tokenizer", "optimizer", "schedule", "warmup", "grad-accum", "clip",
-                                     "weight-decay", "eval-every", "threads", "sample", "sample-tokens", NULL};
+                                     "weight-decay", "eval-every", "threads", "sample", "sample-tokens", CLI_DATA_VALUED, NULL};
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: peft train --model MODEL --data FILE --out DIR [options]\n\n"
             "data and task:\n"
-            "  --data FILE           text file (lm) or TSV 'label<TAB>text' lines (classify)\n"
-            "  --task lm|classify    default lm\n"
+            "  --data FILE           text (lm; blank-line or '%%'-line documents), JSONL ({\"text\"},\n"
+            "                        {\"prompt\", \"completion\"}: loss on the completion only, {\"text\", \"label\"})\n"
+            "                        or TSV 'label<TAB>text' (classify); gzip-compressed files too\n"
+            "  --task lm|classify    default: from the data (labels -> classify)\n"
             "  --seq N               tokens per training sequence (lm; max length for classify) [128]\n"
             "  --val-split F         fraction held out for validation [0.1]\n"
             "  --reference FILE      text whose loss before/after measures forgetting\n"
             "  --pooling last|mean   classification pooling [last]\n"
-            "  --tokenizer PATH      when the model file has none\n"
+            "  --tokenizer PATH      when the model file has none ('bytes': byte tokens)\n"
+            CLI_DATA_USAGE
             "strategy:\n"
             "  --strategy NAME       feature | dense | full | lora | ia3 | bitfit [lora]\n"
             "  --lora-r R --lora-alpha A --lora-dropout P --lora-targets LIST --lora-rslora\n"
@@ -237,13 +240,14 @@ int cmd_train(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    const char *task_s = cli_get(&a, "task") ? cli_get(&a, "task") : "lm";
+    const char *task_s = cli_get(&a, "task");
     const char *strategy = cli_get(&a, "strategy") ? cli_get(&a, "strategy") : "lora";
-    bool classify = !strcmp(task_s, "classify");
-    if (!classify && strcmp(task_s, "lm")) {
+    if (task_s && strcmp(task_s, "classify") && strcmp(task_s, "lm")) {
         fprintf(stderr, "peft: --task must be lm or classify\n");
         return 2;
     }
+    int want_classify = task_s ? !strcmp(task_s, "classify") : -1;
+    bool classify = false;
     long long seq, epochs, steps, batch, seed, patience, warmup, accum, eval_every;
     double lr, val_split, clip, wd;
     if (!cli_int(&a, "seq", 128, &seq) || !cli_int(&a, "epochs", 1, &epochs) || !cli_int(&a, "steps", 0, &steps) ||
@@ -266,13 +270,29 @@ int cmd_train(int argc, char **argv)
     peft_dataset *all = NULL, *train = NULL, *val = NULL, *ref = NULL;
     peft_adapter *ad = NULL;
     peft_trainer *tr = NULL;
-    run r = {NULL, isatty(2) != 0, cli_has(&a, "quiet"), classify, 0};
+    run r = {NULL, isatty(2) != 0, cli_has(&a, "quiet"), false, 0};
     char *sample_before = NULL;
     peft_status st;
     if (!m || !(tok = cli_tokenizer(ctx, &a, m, &owned))) goto done;
-    st = classify ? peft_dataset_load_tsv(ctx, tok, data, seq, &all) : peft_dataset_load_text(ctx, tok, data, seq, &all);
+    peft_dataset_opts dopts;
+    if (!cli_dataset_opts(&a, seq, want_classify, &dopts)) {
+        rc = 2;
+        goto done;
+    }
+    st = peft_dataset_load(ctx, tok, data, &dopts, &all);
+    if (st == PEFT_OK) {
+        classify = peft_dataset_n_classes(all) > 0;
+        task_s = classify ? "classify" : "lm";
+        r.classify = classify;
+        if (peft_dataset_n_skipped(all) && !r.quiet)
+            fprintf(stderr, "peft: skipped %zu bad or over-long lines of %s\n", peft_dataset_n_skipped(all), data);
+    }
     if (st == PEFT_OK) st = peft_dataset_split(all, val_split, (uint64_t)seed, &train, &val);
-    if (st == PEFT_OK && cli_has(&a, "reference")) st = peft_dataset_load_text(ctx, tok, cli_get(&a, "reference"), seq, &ref);
+    if (st == PEFT_OK && cli_has(&a, "reference")) {
+        dopts.task = PEFT_DATA_TASK_LM;
+        dopts.format = PEFT_DATA_AUTO;
+        st = peft_dataset_load(ctx, tok, cli_get(&a, "reference"), &dopts, &ref);
+    }
     if (st != PEFT_OK) {
         cli_error(ctx, "cannot prepare the data", st);
         goto done;

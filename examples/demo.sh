@@ -3,7 +3,7 @@
 #
 #  1. pretrain a small Llama-style model from scratch on the general domain
 #     (most fortune categories, byte-level tokens);
-#  2. adapt it to a held-out category ("food") with every strategy, measuring
+#  2. adapt it to a held-out category ("definitions") with every strategy, measuring
 #     the new-domain validation loss and the forgetting on the general domain;
 #  3. classify fortunes by category (definitions / food / computers) with
 #     feature extraction, a dense head and LoRA;
@@ -27,10 +27,10 @@ mkdir -p "$out/data"
 t0=$(date +%s)
 
 # ---- data ----
-# general domain: every category except the held-out ones; new domain: food
-general="fortunes people computers science literature work wisdom art law politics love education"
+# general domain: most categories; new domain: definitions (held out of pretraining)
+general="fortunes people computers science literature work wisdom art law politics love education food"
 for c in $general; do [ -r "$fortunes/$c" ] && cat "$fortunes/$c"; done > "$out/data/general.txt"
-cp "$fortunes/food" "$out/data/food.txt"
+head -c 60000 "$fortunes/definitions" > "$out/data/new.txt"
 # the general-domain reference for forgetting: a slice not used in pretraining
 tail -c 60000 "$out/data/general.txt" > "$out/data/general-ref.txt"
 head -c -60000 "$out/data/general.txt" > "$out/data/general-train.txt"
@@ -39,7 +39,7 @@ tsv() { # category: one fortune per line, "label<TAB>text"
         if (length($0) > 20 && length($0) < 300 && n++ < 150) print label "\t" $0 }' "$fortunes/$1"
 }
 { tsv definitions; tsv food; tsv computers; } > "$out/data/categories.tsv"
-echo "data: general $(wc -c < "$out/data/general-train.txt") bytes, food $(wc -c < "$out/data/food.txt") bytes," \
+echo "data: general $(wc -c < "$out/data/general-train.txt") bytes, new domain $(wc -c < "$out/data/new.txt") bytes," \
      "$(wc -l < "$out/data/categories.tsv") labelled fortunes"
 
 # ---- 1. the base model ----
@@ -59,16 +59,16 @@ else
 fi
 
 # ---- 2. adaptation to the new domain with every strategy ----
-prompt="The best food is"
+prompt="Happiness, n.:"
 adapt() { # strategy lr [extra options]
     s=$1 lr=$2
     shift 2
-    "$peft" train --model "$base" $tok --data "$out/data/food.txt" --strategy "$s" --lr "$lr" --epochs 4 --batch 16 \
+    "$peft" train --model "$base" $tok --data "$out/data/new.txt" --strategy "$s" --lr "$lr" --epochs 3 --batch 16 \
         --seq 128 --val-split 0.15 --seed 2 --reference "$out/data/general-ref.txt" --quiet --out "$out/adapt-$s" \
         --sample "$prompt" --sample-tokens 60 "$@" > "$out/adapt-$s/samples.log" 2>&1 || {
         echo "demo: adaptation with $s failed:"; cat "$out/adapt-$s/samples.log"; exit 1; }
 }
-for spec in "full 2e-3" "lora 2e-2" "ia3 5e-2" "bitfit 5e-2" "dense 5e-3" "feature 1e-2"; do
+for spec in "full 1e-3" "lora 1e-2" "ia3 3e-2" "bitfit 3e-2" "dense 3e-3" "feature 3e-3"; do
     set -- $spec
     mkdir -p "$out/adapt-$1"
     adapt "$1" "$2"
@@ -89,7 +89,7 @@ out = sys.argv[1]
 def summary(d):
     return json.load(open(os.path.join(out, d, "summary.json")))
 print()
-print("Adaptation to a held-out category (food), from the general-domain base model")
+print("Adaptation to a held-out category (definitions), from the general-domain base model")
 print("%-9s %10s %10s %10s %8s %11s %7s %8s" % ("strategy", "trainable", "val loss", "val ppl", "before", "forgetting", "time s", "peak MiB"))
 for s in ["full", "lora", "ia3", "bitfit", "dense", "feature"]:
     j = summary("adapt-" + s)
@@ -100,14 +100,19 @@ for s in ["ULMFiT", "QLoRA"]:
     print("%-9s %s" % (s, "not available yet (a later issue adds it)"))
 print()
 print("Classification of fortunes: definitions / food / computers")
-print("%-9s %10s %10s %10s %7s %8s" % ("strategy", "trainable", "val loss", "val acc", "time s", "peak MiB"))
+print("%-9s %10s %10s %8s %10s %7s %8s" % ("strategy", "trainable", "val loss", "before", "val acc", "time s", "peak MiB"))
 for s in ["feature", "dense", "lora"]:
     j = summary("classify-" + s)
     acc = [json.loads(l)["val_acc"] for l in open(os.path.join(out, "classify-" + s, "metrics.jsonl")) if "val_acc" in l]
-    print("%-9s %10d %10.4f %10.3f %7.1f %8.1f" % (s, j["trainable_params"], j["val_loss_after"], acc[-1], j["seconds"], j["peak_rss_mib"]))
+    print("%-9s %10d %10.4f %8.4f %10.3f %7.1f %8.1f" % (s, j["trainable_params"], j["val_loss_after"], j["val_loss_before"],
+          acc[-1], j["seconds"], j["peak_rss_mib"]))
+print("(3 classes: chance accuracy is 0.333)")
 print()
-for line in open(os.path.join(out, "adapt-lora", "samples.txt")):
-    print("LoRA sample " + line.rstrip())
+text = open(os.path.join(out, "adapt-lora", "samples.txt")).read()
+before, after = text.split("\nafter:", 1)
+clean = lambda t: " / ".join(l.strip() for l in t.replace("before:", "", 1).strip().splitlines() if l.strip())
+print("sample before adaptation: " + clean(before))
+print("sample after (LoRA):      " + clean(after))
 PY
 if "$peft" plot --help >/dev/null 2>&1; then
     for d in "$out"/pretrain "$out"/adapt-* "$out"/classify-*; do

@@ -115,7 +115,9 @@ static inline float peft__expf(float x)
 {
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
-    const float k = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    /* fmax/fmin drop a NaN operand: k stays a valid exponent for NaN input,
+     * whose NaN then flows through r and p into the result */
+    const float k = __builtin_fminf(__builtin_fmaxf(__builtin_floorf(x * 1.44269504088896341f + 0.5f), -126.0f), 127.0f);
     const float r = (x - k * 0.693145751953125f) - k * 1.428606765330187e-06f; /* ln2 split hi + lo */
     float p = 1.3888889e-3f;
     p = p * r + 8.3333338e-3f;

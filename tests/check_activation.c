@@ -234,9 +234,32 @@ START_TEST(numerics_threads_bitwise)
 }
 END_TEST
 
+/* NaN propagates through the exp-based kernels (and is no undefined behaviour under UBSan). */
+START_TEST(numerics_nan_propagates)
+{
+    peft_ctx *ctx = tu_ctx(1, 1);
+    int64_t n = 3;
+    float v[3] = {NAN, 1.0f, -INFINITY};
+    peft_tensor *x = NULL, *g, *s;
+    TU_OK(ctx, peft_tensor_create(ctx, PEFT_DTYPE_F32, 1, &n, &x));
+    TU_OK(ctx, peft_tensor_set_f32(x, v, 3));
+    TU_OK(ctx, peft_gelu(ctx, x, &g));
+    TU_OK(ctx, peft_silu(ctx, x, &s));
+    const float *G = peft_tensor_data(g), *S = peft_tensor_data(s);
+    ck_assert(isnan(G[0]) && isnan(S[0]));
+    ck_assert(isfinite(G[1]) && isfinite(S[1]));
+    peft_graph_release(ctx);
+    peft_tensor_destroy(x);
+    peft_ctx_destroy(ctx);
+}
+END_TEST
+
 Suite *activation_suite(void)
 {
     Suite *s = suite_create("activation");
+    TCase *tn = tcase_create("nan");
+    tcase_add_test(tn, numerics_nan_propagates);
+    suite_add_tcase(s, tn);
     TCase *tc = tcase_create("numerics");
     tcase_add_test(tc, numerics_known_values);
     tcase_add_test(tc, numerics_vs_reference);

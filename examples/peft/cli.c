@@ -234,3 +234,88 @@ bool cli_dataset_opts(const cli_args *a, int64_t seq, int classify, peft_dataset
     }
     return true;
 }
+
+/* ---- strategy options, from any source of named values ---- */
+
+static bool get_int(cli_getter get, void *s, const char *name, long long def, long long *out)
+{
+    const char *v = get(s, name);
+    char *end;
+    *out = def;
+    if (!v) return true;
+    errno = 0;
+    *out = strtoll(v, &end, 10);
+    if (errno || end == v || *end) {
+        fprintf(stderr, "peft: --%s expects an integer, got '%s'\n", name, v);
+        return false;
+    }
+    return true;
+}
+
+static bool get_float(cli_getter get, void *s, const char *name, double def, float *out)
+{
+    const char *v = get(s, name);
+    char *end;
+    *out = (float)def;
+    if (!v) return true;
+    errno = 0;
+    *out = (float)strtod(v, &end);
+    if (errno || end == v || *end) {
+        fprintf(stderr, "peft: --%s expects a number, got '%s'\n", name, v);
+        return false;
+    }
+    return true;
+}
+
+bool cli_strategy_opts(const char *strategy, cli_getter get, void *s, cli_strategy_buf *buf, const void **opts)
+{
+    long long v;
+    *opts = NULL;
+    if (!strcmp(strategy, "lora")) {
+        peft_lora_opts *o = &buf->lora;
+        *o = peft_lora_opts_default();
+        if (!get_int(get, s, "lora-r", o->r, &v) || !get_float(get, s, "lora-alpha", o->alpha, &o->alpha) ||
+            !get_float(get, s, "lora-dropout", o->dropout, &o->dropout))
+            return false;
+        o->r = (int)v;
+        o->use_rslora = get(s, "lora-rslora") != NULL;
+        o->targets = get(s, "lora-targets");
+    } else if (!strcmp(strategy, "ia3")) {
+        peft_ia3_opts *o = &buf->ia3;
+        *o = peft_ia3_opts_default();
+        o->targets = get(s, "ia3-targets");
+        o->feedforward = get(s, "ia3-feedforward");
+    } else if (!strcmp(strategy, "dense")) {
+        peft_dense_opts *o = &buf->dense;
+        *o = peft_dense_opts_default();
+        if (!get_int(get, s, "dense-depth", o->depth, &v)) return false;
+        o->depth = (int)v;
+        if (!get_int(get, s, "dense-width", o->width, &v) || !get_float(get, s, "dense-dropout", o->dropout, &o->dropout))
+            return false;
+        o->width = v;
+        const char *act = get(s, "dense-activation");
+        if (act) {
+            if (!strcmp(act, "gelu")) o->activation = PEFT_ACT_GELU;
+            else if (!strcmp(act, "relu")) o->activation = PEFT_ACT_RELU;
+            else if (!strcmp(act, "silu")) o->activation = PEFT_ACT_SILU;
+            else {
+                fprintf(stderr, "peft: --dense-activation must be gelu, relu or silu\n");
+                return false;
+            }
+        }
+    } else if (!strcmp(strategy, "full")) {
+        peft_full_opts *o = &buf->full;
+        *o = peft_full_opts_default();
+        if (!get_int(get, s, "top-blocks", o->top_blocks, &v)) return false;
+        o->top_blocks = (int)v;
+    } else if (!strcmp(strategy, "feature")) {
+        peft_feature_opts *o = &buf->feature;
+        *o = peft_feature_opts_default();
+        if (!get_int(get, s, "feature-depth", o->depth, &v)) return false;
+        o->depth = (int)v;
+    } else {
+        return true; /* bitfit: no options */
+    }
+    *opts = buf;
+    return true;
+}

@@ -45,6 +45,21 @@ void cli_error(peft_ctx *ctx, const char *what, peft_status st);
     "  --overflow truncate|refuse|drop   examples longer than --seq [truncate]\n"                       \
     "  --utf8 keep|replace|reject        invalid UTF-8 in the data [keep]\n"                            \
     "  --skip-bad-lines      skip (and count) malformed lines instead of failing\n"
+/* Named option values: the command line, or a run's summary.json. Booleans
+ * are "" when set and NULL when not. */
+typedef const char *(*cli_getter)(void *src, const char *name);
+typedef union cli_strategy_buf {
+    peft_lora_opts lora;
+    peft_ia3_opts ia3;
+    peft_dense_opts dense;
+    peft_full_opts full;
+    peft_feature_opts feature;
+} cli_strategy_buf;
+/* The options struct of a built-in strategy from the --lora-*, --ia3-*, --dense-*,
+ * --top-blocks, --feature-depth values (*opts NULL: a strategy without options).
+ * Strings point into the source. false (message printed) on a bad value. */
+bool cli_strategy_opts(const char *strategy, cli_getter get, void *src, cli_strategy_buf *buf, const void **opts);
+
 /* Fill dataset options from the data flags; false (message printed) on a bad value. */
 bool cli_dataset_opts(const cli_args *a, int64_t seq, int classify, peft_dataset_opts *o);
 

@@ -63,8 +63,9 @@ typedef struct opt_source {
     char buf[64];
 } opt_source;
 
-static const char *opt_get(opt_source *s, const char *name)
+static const char *opt_get(void *src, const char *name)
 {
+    opt_source *s = src;
     const char *v = cli_get(s->a, name);
     if (v) return v;
     const cJSON *j = s->options ? cJSON_GetObjectItemCaseSensitive(s->options, name) : NULL;
@@ -78,90 +79,6 @@ static const char *opt_get(opt_source *s, const char *name)
     return NULL;
 }
 
-static bool opt_int(opt_source *s, const char *name, long long def, long long *out)
-{
-    const char *v = opt_get(s, name);
-    char *end;
-    *out = def;
-    if (!v) return true;
-    errno = 0;
-    *out = strtoll(v, &end, 10);
-    if (errno || end == v || *end) {
-        fprintf(stderr, "peft: --%s expects an integer, got '%s'\n", name, v);
-        return false;
-    }
-    return true;
-}
-
-static bool opt_float(opt_source *s, const char *name, double def, float *out)
-{
-    const char *v = opt_get(s, name);
-    char *end;
-    *out = (float)def;
-    if (!v) return true;
-    errno = 0;
-    *out = (float)strtod(v, &end);
-    if (errno || end == v || *end) {
-        fprintf(stderr, "peft: --%s expects a number, got '%s'\n", name, v);
-        return false;
-    }
-    return true;
-}
-
-/* The options struct of a built-in strategy (NULL in *opts: its defaults).
- * Strings point into the command line or the JSON and live as long as they. */
-static bool strategy_opts(opt_source *s, const char *strategy, void *buf, const void **opts)
-{
-    long long v;
-    *opts = NULL;
-    if (!strcmp(strategy, "lora")) {
-        peft_lora_opts *o = buf;
-        *o = peft_lora_opts_default();
-        if (!opt_int(s, "lora-r", o->r, &v) || !opt_float(s, "lora-alpha", o->alpha, &o->alpha) ||
-            !opt_float(s, "lora-dropout", o->dropout, &o->dropout))
-            return false;
-        o->r = (int)v;
-        o->use_rslora = opt_get(s, "lora-rslora") != NULL;
-        o->targets = opt_get(s, "lora-targets");
-    } else if (!strcmp(strategy, "ia3")) {
-        peft_ia3_opts *o = buf;
-        *o = peft_ia3_opts_default();
-        o->targets = opt_get(s, "ia3-targets");
-        o->feedforward = opt_get(s, "ia3-feedforward");
-    } else if (!strcmp(strategy, "dense")) {
-        peft_dense_opts *o = buf;
-        *o = peft_dense_opts_default();
-        if (!opt_int(s, "dense-depth", o->depth, &v)) return false;
-        o->depth = (int)v;
-        if (!opt_int(s, "dense-width", o->width, &v) || !opt_float(s, "dense-dropout", o->dropout, &o->dropout))
-            return false;
-        o->width = v;
-        const char *act = opt_get(s, "dense-activation");
-        if (act) {
-            if (!strcmp(act, "gelu")) o->activation = PEFT_ACT_GELU;
-            else if (!strcmp(act, "relu")) o->activation = PEFT_ACT_RELU;
-            else if (!strcmp(act, "silu")) o->activation = PEFT_ACT_SILU;
-            else {
-                fprintf(stderr, "peft: --dense-activation must be gelu, relu or silu\n");
-                return false;
-            }
-        }
-    } else if (!strcmp(strategy, "full")) {
-        peft_full_opts *o = buf;
-        *o = peft_full_opts_default();
-        if (!opt_int(s, "top-blocks", o->top_blocks, &v)) return false;
-        o->top_blocks = (int)v;
-    } else if (!strcmp(strategy, "feature")) {
-        peft_feature_opts *o = buf;
-        *o = peft_feature_opts_default();
-        if (!opt_int(s, "feature-depth", o->depth, &v)) return false;
-        o->depth = (int)v;
-    } else {
-        return true; /* bitfit: no options */
-    }
-    *opts = buf;
-    return true;
-}
 
 /* DIR/summary.json, parsed; NULL (with a message) when it cannot be read. */
 static cJSON *read_summary(const char *dir)
@@ -281,21 +198,21 @@ int cmd_eval(int argc, char **argv)
         fprintf(stderr, "peft: --task classify needs --adapter: the classifier head is trained\n");
         goto out;
     }
-    if (!opt_int(&src, "seq", 128, &seq) || !cli_int(&a, "batch", 8, &batch)) goto out;
+    const char *seq_s = opt_get(&src, "seq");
+    char *seq_end = NULL;
+    seq = seq_s ? strtoll(seq_s, &seq_end, 10) : 128;
+    if ((seq_s && (seq_end == seq_s || *seq_end)) || !cli_int(&a, "batch", 8, &batch)) {
+        if (seq_s && (seq_end == seq_s || *seq_end)) fprintf(stderr, "peft: --seq expects an integer, got '%s'\n", seq_s);
+        goto out;
+    }
     const char *pool = opt_get(&src, "pooling");
     if (pool && strcmp(pool, "last") && strcmp(pool, "mean")) {
         fprintf(stderr, "peft: --pooling must be last or mean\n");
         goto out;
     }
-    union {
-        peft_lora_opts lora;
-        peft_ia3_opts ia3;
-        peft_dense_opts dense;
-        peft_full_opts full;
-        peft_feature_opts feature;
-    } ob;
+    cli_strategy_buf ob;
     const void *so = NULL;
-    if (adapter && !strategy_opts(&src, strategy, &ob, &so)) goto out;
+    if (adapter && !cli_strategy_opts(strategy, opt_get, &src, &ob, &so)) goto out;
 
     rc = 1;
     peft_ctx *ctx = cli_ctx(&a);

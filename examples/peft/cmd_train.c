@@ -106,63 +106,7 @@ static double peak_rss_mib(void)
     return (double)ru.ru_maxrss / 1024.0; /* kB on Linux */
 }
 
-static bool parse_strategy_opts(const cli_args *a, const char *strategy, peft_model *m, void *buf, const void **opts)
-{
-    long long v;
-    double d;
-    *opts = NULL;
-    if (!strcmp(strategy, "lora")) {
-        peft_lora_opts *o = buf;
-        *o = peft_lora_opts_default();
-        if (!cli_int(a, "lora-r", o->r, &v)) return false;
-        o->r = (int)v;
-        if (!cli_float(a, "lora-alpha", o->alpha, &d)) return false;
-        o->alpha = (float)d;
-        if (!cli_float(a, "lora-dropout", o->dropout, &d)) return false;
-        o->dropout = (float)d;
-        o->use_rslora = cli_has(a, "lora-rslora");
-        o->targets = cli_get(a, "lora-targets");
-    } else if (!strcmp(strategy, "ia3")) {
-        peft_ia3_opts *o = buf;
-        *o = peft_ia3_opts_default();
-        o->targets = cli_get(a, "ia3-targets");
-        o->feedforward = cli_get(a, "ia3-feedforward");
-    } else if (!strcmp(strategy, "dense")) {
-        peft_dense_opts *o = buf;
-        *o = peft_dense_opts_default();
-        if (!cli_int(a, "dense-depth", o->depth, &v)) return false;
-        o->depth = (int)v;
-        if (!cli_int(a, "dense-width", o->width, &v)) return false;
-        o->width = v;
-        if (!cli_float(a, "dense-dropout", o->dropout, &d)) return false;
-        o->dropout = (float)d;
-        const char *act = cli_get(a, "dense-activation");
-        if (act) {
-            if (!strcmp(act, "gelu")) o->activation = PEFT_ACT_GELU;
-            else if (!strcmp(act, "relu")) o->activation = PEFT_ACT_RELU;
-            else if (!strcmp(act, "silu")) o->activation = PEFT_ACT_SILU;
-            else {
-                fprintf(stderr, "peft: --dense-activation must be gelu, relu or silu\n");
-                return false;
-            }
-        }
-    } else if (!strcmp(strategy, "full")) {
-        peft_full_opts *o = buf;
-        *o = peft_full_opts_default();
-        if (!cli_int(a, "top-blocks", 0, &v)) return false;
-        o->top_blocks = (int)v;
-    } else if (!strcmp(strategy, "feature")) {
-        peft_feature_opts *o = buf;
-        *o = peft_feature_opts_default();
-        if (!cli_int(a, "feature-depth", 0, &v)) return false;
-        o->depth = (int)v;
-    } else {
-        return true; /* bitfit and host strategies: defaults */
-    }
-    (void)m;
-    *opts = buf;
-    return true;
-}
+static const char *from_args(void *a, const char *name) { return cli_get(a, name); }
 
 /* A sample continuation of `prompt` (temperature 0.8, top-k 40, fixed seed), malloc'd. */
 static char *sample_text(peft_ctx *ctx, peft_model *m, peft_tokenizer *tok, const char *prompt, int n_new)
@@ -303,15 +247,9 @@ int cmd_train(int argc, char **argv)
         const char *pool = cli_get(&a, "pooling");
         task.pooling = pool && !strcmp(pool, "mean") ? PEFT_POOL_MEAN : PEFT_POOL_LAST;
     }
-    union {
-        peft_lora_opts lora;
-        peft_ia3_opts ia3;
-        peft_dense_opts dense;
-        peft_full_opts full;
-        peft_feature_opts feature;
-    } ob;
+    cli_strategy_buf ob;
     const void *sopts;
-    if (!parse_strategy_opts(&a, strategy, m, &ob, &sopts)) {
+    if (!cli_strategy_opts(strategy, from_args, &a, &ob, &sopts)) {
         rc = 2;
         goto done;
     }

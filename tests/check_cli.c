@@ -10,41 +10,8 @@
 
 #include "util/testutil.h"
 
-static const char *cli(void)
-{
-    const char *p = getenv("PEFT_CLI");
-    return p ? p : "build/bin/peft";
-}
-
-/* Run a command line, capture stdout; returns the exit status. */
-static int run(const char *args, char **out)
-{
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s %s 2>/tmp/peft_cli_stderr", cli(), args);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    size_t got;
-    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += got;
-        if (cap - n < 1024) buf = realloc(buf, cap *= 2);
-    }
-    buf[n] = '\0';
-    int st = pclose(p);
-    *out = buf;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static char *stderr_text(void)
-{
-    FILE *f = fopen("/tmp/peft_cli_stderr", "r");
-    static char buf[4096];
-    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-    buf[n] = '\0';
-    if (f) fclose(f);
-    return buf;
-}
+static int run(const char *args, char **out) { return tu_run_peft(args, out); }
+static const char *stderr_text(void) { return tu_stderr(); }
 
 static cJSON *run_json(const char *args)
 {

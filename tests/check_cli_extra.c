@@ -29,44 +29,9 @@ static void skip(const char *why)
     fflush(stdout);
 }
 
-static const char *stderr_path(void)
-{
-    static char path[64];
-    snprintf(path, sizeof path, "/tmp/peft_cli_extra_%d.err", (int)getpid());
-    return path;
-}
-
-/* Run `prog args`, capture stdout; returns the exit status. */
-static int run_prog(const char *prog, const char *args, char **out)
-{
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s 2>%s", prog, args, stderr_path());
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    size_t got;
-    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += got;
-        if (cap - n < 1024) buf = realloc(buf, cap *= 2);
-    }
-    buf[n] = '\0';
-    int st = pclose(p);
-    *out = buf;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
+static int run_prog(const char *prog, const char *args, char **out) { return tu_run_prog(prog, args, out); }
 static int run(const char *args, char **out) { return run_prog(cli(), args, out); }
-
-static char *stderr_text(void)
-{
-    FILE *f = fopen(stderr_path(), "r");
-    static char buf[4096];
-    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-    buf[n] = '\0';
-    if (f) fclose(f);
-    return buf;
-}
+static const char *stderr_text(void) { return tu_stderr(); }
 
 static cJSON *run_json(const char *args)
 {
@@ -492,9 +457,9 @@ START_TEST(api_help_and_man_page_cover_every_option)
     free(man);
     /* the man page formats without a warning (when groff is installed) */
     if (system("command -v groff >/dev/null 2>&1") == 0) {
-        char cmd[256];
-        snprintf(cmd, sizeof cmd, "groff -man -ww -z docs/peft.1 2>%s", stderr_path());
-        ck_assert_int_eq(system(cmd), 0);
+        char *out;
+        ck_assert_int_eq(tu_run_prog("groff", "-man -ww -z docs/peft.1", &out), 0);
+        free(out);
         ck_assert_msg(stderr_text()[0] == '\0', "groff: %s", stderr_text());
     }
 }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -138,4 +139,49 @@ const char *tu_models_dir(void)
     for (size_t i = 0; i < sizeof candidates / sizeof *candidates; i++)
         if (access(candidates[i], R_OK) == 0) return candidates[i];
     return NULL;
+}
+
+static const char *stderr_path(void)
+{
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/peft_test_%d.err", (int)getpid());
+    return path;
+}
+
+int tu_run_prog(const char *prog, const char *args, char **out)
+{
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s 2>%s", prog, args, stderr_path());
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t cap = 1 << 16, n = 0, got;
+    char *buf = malloc(cap);
+    ck_assert_ptr_nonnull(buf);
+    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += got;
+        if (cap - n < 1024) {
+            buf = realloc(buf, cap *= 2);
+            ck_assert_ptr_nonnull(buf);
+        }
+    }
+    buf[n] = '\0';
+    int st = pclose(p);
+    *out = buf;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int tu_run_peft(const char *args, char **out)
+{
+    const char *cli = getenv("PEFT_CLI");
+    return tu_run_prog(cli ? cli : "build/bin/peft", args, out);
+}
+
+const char *tu_stderr(void)
+{
+    static char buf[4096];
+    FILE *f = fopen(stderr_path(), "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    buf[n] = '\0';
+    if (f) fclose(f);
+    return buf;
 }

@@ -51,6 +51,14 @@ double tu_max_rel_err(const float *a, const float *b, size_t n);
                       peft_ctx_errmsg(ctx));                                                          \
     } while (0)
 
+/* Run a program with arguments (through the shell), capture its standard
+ * output (malloc'd into *out) and its standard error (tu_stderr, until the
+ * next run). Returns the exit status (-1 if it did not exit). */
+int tu_run_prog(const char *prog, const char *args, char **out);
+/* The same for the peft program: $PEFT_CLI, else build/bin/peft. */
+int tu_run_peft(const char *args, char **out);
+const char *tu_stderr(void);
+
 /* Directory of the shared models (../shared/models), or NULL when absent. */
 const char *tu_models_dir(void);
 

@@ -24,6 +24,7 @@ static const command commands[] = {
     {"generate", cmd_generate, "continue a prompt (greedy or sampled, with a KV cache)"},
     {"tokenize", cmd_tokenize, "show the ids and pieces of a text"},
     {"train", cmd_train, "fine-tune a model on a text or TSV file with any strategy"},
+    {"bench", cmd_bench, "training throughput, memory and MFU on a random model (and the sgemm peak)"},
     {"version", cmd_version, "print the version"},
 };
 

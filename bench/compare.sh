@@ -7,8 +7,12 @@
 #
 # Environment: PEFT_CLI (default build/bin/peft), THREADS (2), STEPS / WARMUP,
 # OUT (directory for the raw JSON, default build/bench-results).
-# Prints a markdown table; ratios are libpeft / PyTorch. The two programs run
-# one after the other, alternating which goes first, never at the same time.
+# Prints two markdown tables; ratios are libpeft / PyTorch. The first is the
+# median step (the headline numbers); the second the fastest step, the CPU
+# time per step (every thread) and the 1-minute load average when the pair
+# started, which show how much other work on the machine disturbed the run.
+# The two programs run one after the other, alternating which goes first,
+# never at the same time.
 set -eu
 
 PEFT=${PEFT_CLI:-build/bin/peft}
@@ -59,6 +63,7 @@ workloads | while IFS='|' read -r name args; do
     run_peft() { "$PEFT" bench $args $common > "$OUT/$name.peft.json" || { echo "$name: libpeft failed" >&2; rm -f "$OUT/$name.peft.json"; }; }
     run_torch() { $TORCH $args $common > "$OUT/$name.torch.json" || { echo "$name: PyTorch failed" >&2; rm -f "$OUT/$name.torch.json"; }; }
     rm -f "$OUT/$name.peft.json" "$OUT/$name.torch.json"
+    cut -d' ' -f1 /proc/loadavg > "$OUT/$name.load" # other users of the machine show here
     if [ $((i % 2)) = 0 ]; then run_peft; run_torch; else run_torch; run_peft; fi
     i=$((i + 1))
 done
@@ -81,4 +86,20 @@ for n in names:
     print("| %s | %.0f | %.0f | %.2f | %.0f | %.0f | %.2f | %.3f | %.3f |" % (
         n, p["tokens_per_s"], t["tokens_per_s"], p["tokens_per_s"] / t["tokens_per_s"],
         p["peak_rss_mib"], t["peak_rss_mib"], p["peak_rss_mib"] / t["peak_rss_mib"], p["mfu"], t["mfu"]))
+print()
+print("| workload | libpeft best-step tokens/s | PyTorch best-step tokens/s | ratio | libpeft CPU s/step | PyTorch CPU s/step | ratio | load at start |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+for n in names:
+    if only and n not in only:
+        continue
+    try:
+        p = json.load(open(os.path.join(out, n + ".peft.json")))
+        t = json.load(open(os.path.join(out, n + ".torch.json")))
+        load = open(os.path.join(out, n + ".load")).read().strip()
+    except (OSError, ValueError):
+        continue
+    tok = p["batch"] * p["seq"]
+    bp, bt = tok / (p["step_ms_min"] * 1e-3), tok / (t["step_ms_min"] * 1e-3)
+    cp, ct = p["cpu_ms_per_step"] * 1e-3, t["cpu_ms_per_step"] * 1e-3
+    print("| %s | %.0f | %.0f | %.2f | %.2f | %.2f | %.2f | %s |" % (n, bp, bt, bp / bt, cp, ct, cp / ct, load))
 EOF

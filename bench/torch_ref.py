@@ -332,13 +332,15 @@ def main():
         return loss.item()
 
     model.train()
-    ms, losses = [], []
+    ms, losses, cpu_ms = [], [], 0.0
     for s in range(a.steps):
         ids = torch.randint(0, a.vocab, (a.batch, a.seq), generator=gen)
         labels = torch.randint(0, 4, (a.batch,), generator=gen)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         losses.append(step(ids, labels))
         ms.append(1e3 * (time.perf_counter() - t0))
+        if s >= a.warmup:  # CPU time of every thread of the process
+            cpu_ms += 1e3 * (time.process_time() - c0) / (a.steps - a.warmup)
     timed = sorted(ms[a.warmup:])
     n = len(timed)
     median = timed[n // 2] if n % 2 else 0.5 * (timed[n // 2 - 1] + timed[n // 2])
@@ -351,6 +353,7 @@ def main():
         "kv_heads": a.kv_heads, "ffn": a.ffn, "vocab": a.vocab, "batch": a.batch, "seq": a.seq,
         "threads": torch.get_num_threads(), "steps": a.steps, "timed_steps": n,
         "tokens_per_s": round(tps, 2), "step_ms_median": round(median, 3), "step_ms_min": round(timed[0], 3),
+        "cpu_ms_per_step": round(cpu_ms, 3),
         "peak_rss_mib": round(rss_mib(), 1), "rss_after_import_mib": round(rss_import, 1),
         "trainable_params": trainable, "total_params": total, "flops_per_token": fpt,
         "sgemm_gflops": round(peak, 2), "mfu": round(fpt * tps / (peak * 1e9), 5),

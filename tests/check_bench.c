@@ -78,7 +78,7 @@ static cJSON *bench(const char *model, const char *strategy)
     char args[1024];
     snprintf(args, sizeof args, "bench %s --strategy %s --steps 4 --threads 2 --json", model, strategy);
     cJSON *j = run_json(args);
-    static const char *const keys[] = {"tokens_per_s", "step_ms_median", "step_ms_min", "peak_rss_mib",
+    static const char *const keys[] = {"tokens_per_s", "step_ms_median", "step_ms_min", "cpu_ms_per_step", "peak_rss_mib",
                                        "trainable_params", "total_params", "flops_per_token", "sgemm_gflops"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
         ck_assert_msg(num(j, keys[i]) > 0, "%s: %s = %g", args, keys[i], num(j, keys[i]));

@@ -79,6 +79,14 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* CPU seconds of the whole process (every thread), user + system. */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static double peak_rss_mib(void)
 {
     struct rusage ru;
@@ -251,7 +259,7 @@ static bool parse_cfg(const cli_args *a, bench_cfg *bc)
 }
 
 typedef struct bench_result {
-    double tokens_per_s, step_ms_median, step_ms_min, loss_first, loss_last;
+    double tokens_per_s, step_ms_median, step_ms_min, cpu_ms_per_step, loss_first, loss_last;
     int64_t trainable, total;
 } bench_result;
 
@@ -302,12 +310,13 @@ static peft_status run_steps(peft_ctx *ctx, const bench_cfg *bc, peft_model *m, 
         for (int64_t i = 0; i < bc->B; i++) labels[i] = (int32_t)(peft_ctx_rand_u64(ctx) % 4);
         peft_batch b = {.B = bc->B, .T = bc->T, .ids = ids, .labels = head ? labels : NULL};
         float loss;
-        double t0 = now_s();
+        double t0 = now_s(), c0 = cpu_s();
         if ((st = peft_trainer_step(tr, &b, &loss)) != PEFT_OK) {
             cli_error(ctx, "training step failed", st);
             goto done;
         }
         ms[s] = 1e3 * (now_s() - t0);
+        if (s >= bc->warmup) res->cpu_ms_per_step += 1e3 * (cpu_s() - c0) / (double)(bc->steps - bc->warmup);
         if (s == 0) res->loss_first = loss;
         res->loss_last = loss;
     }
@@ -426,18 +435,20 @@ int cmd_bench(int argc, char **argv)
                bc.arch, bc.strategy, (long long)bc.mc.n_layer, (long long)bc.mc.d_model, (long long)bc.mc.n_head,
                (long long)bc.mc.n_kv_head, (long long)bc.mc.d_ff, (long long)bc.mc.vocab_size, (long long)bc.B,
                (long long)bc.T, peft_ctx_n_threads(ctx), bc.steps, bc.steps - bc.warmup);
-        printf("\"tokens_per_s\": %.2f, \"step_ms_median\": %.6f, \"step_ms_min\": %.6f, \"peak_rss_mib\": %.1f, "
+        printf("\"tokens_per_s\": %.2f, \"step_ms_median\": %.6f, \"step_ms_min\": %.6f, \"cpu_ms_per_step\": %.3f, "
+               "\"peak_rss_mib\": %.1f, "
                "\"trainable_params\": %lld, \"total_params\": %lld, \"flops_per_token\": %.6g, \"sgemm_gflops\": %.2f, "
                "\"mfu\": %.5f, \"loss_first\": %.5f, \"loss_last\": %.5f}\n",
-               res.tokens_per_s, res.step_ms_median, res.step_ms_min, peak_rss_mib(), (long long)res.trainable,
+               res.tokens_per_s, res.step_ms_median, res.step_ms_min, res.cpu_ms_per_step, peak_rss_mib(), (long long)res.trainable,
                (long long)res.total, fc.per_token, peak, mfu, res.loss_first, res.loss_last);
     } else {
         printf("%s %s: %lld layers, d %lld, %lld heads (%lld kv), ffn %lld, vocab %lld; batch %lld x seq %lld, %d threads\n",
                bc.arch, bc.strategy, (long long)bc.mc.n_layer, (long long)bc.mc.d_model, (long long)bc.mc.n_head,
                (long long)bc.mc.n_kv_head, (long long)bc.mc.d_ff, (long long)bc.mc.vocab_size, (long long)bc.B,
                (long long)bc.T, peft_ctx_n_threads(ctx));
-        printf("  %.1f tokens/s, step %.1f ms (median of %d, min %.1f), peak RSS %.1f MiB\n", res.tokens_per_s,
-               res.step_ms_median, bc.steps - bc.warmup, res.step_ms_min, peak_rss_mib());
+        printf("  %.1f tokens/s, step %.1f ms (median of %d, min %.1f; %.1f ms CPU), peak RSS %.1f MiB\n",
+               res.tokens_per_s, res.step_ms_median, bc.steps - bc.warmup, res.step_ms_min, res.cpu_ms_per_step,
+               peak_rss_mib());
         printf("  %lld trainable of %lld parameters; %.3g FLOP/token; %.2f GFLOP/s = MFU %.3f of sgemm %.1f GFLOP/s\n",
                (long long)res.trainable, (long long)res.total, fc.per_token, fc.per_token * res.tokens_per_s * 1e-9, mfu,
                peak);

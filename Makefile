@@ -2,6 +2,8 @@
 #
 #   make              library, peft command line, examples, benchmarks (under build/)
 #   make check        every test suite (SAN=1: under AddressSanitizer + UBSan)
+#   make bench        a short training benchmark (tiny GPT-2, LoRA; JSON); BENCH_ARGS= to change it
+#   make bench-compare  libpeft against PyTorch on every workload (bench/compare.sh; QUICK=1)
 #   make demo         the main job (see README.md)
 #   make install      PREFIX=/usr/local DESTDIR= (headers, libraries, peft, peft.pc)
 #   make deps         install the Debian packages the build needs (as root)
@@ -71,17 +73,25 @@ TEST_BIN := $(BUILD)/tests/check_peft
 SUITES_INC := $(BUILD)/tests/suites.inc
 
 .SECONDARY:
-.PHONY: all lib static shared cli examples bench check install uninstall clean deps demo \
+.PHONY: all lib static shared cli examples bench bench-progs bench-compare check install uninstall clean deps demo \
         install-includes install-libs install-pc install-bin
 
-all: lib cli examples bench
+all: lib cli examples bench-progs
 
 lib: static shared
 static: $(STATIC)
 shared: $(SHARED)
 cli: $(CLI)
 examples: $(EXAMPLES) $(CXX_EXAMPLES)
-bench: $(BENCHES)
+bench-progs: $(BENCHES)
+
+# Short by default (a few seconds); see docs/performance.md for the full comparison.
+BENCH_ARGS ?= --arch gpt2 --layers 4 --d 256 --heads 4 --vocab 512 --batch 8 --seq 128 --strategy lora --steps 6 --threads 2
+bench: $(CLI) $(BENCHES)
+	$(CLI) bench $(BENCH_ARGS) --json
+
+bench-compare: $(CLI)
+	PEFT_CLI=$(CLI) sh bench/compare.sh
 
 $(BUILD)/obj/lib/%.o: lib/%.c
 	@mkdir -p $(dir $@)

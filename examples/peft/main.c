@@ -27,6 +27,7 @@ static const command commands[] = {
     {"train", cmd_train, "fine-tune a model on a text or TSV file with any strategy"},
     {"eval", cmd_eval, "loss, perplexity and accuracy on a text or TSV file (with a trained adapter)"},
     {"plot", cmd_plot, "draw a run's metrics.jsonl (train and validation loss) as an SVG"},
+    {"bench", cmd_bench, "training throughput, memory and MFU on a random model (and the sgemm peak)"},
     {"version", cmd_version, "print the version"},
 };
 

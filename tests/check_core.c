@@ -312,6 +312,36 @@ START_TEST(numerics_parallel_for_covers)
 }
 END_TEST
 
+/* A kernel that runs a parallel loop from inside a parallel loop: the inner
+ * one runs inline on the calling thread (no deadlock), and covers its range. */
+typedef struct nested_arg {
+    peft_ctx *ctx;
+    int *hits; /* [8 * 64] */
+} nested_arg;
+
+static void inner_range(void *p, size_t begin, size_t end)
+{
+    int *row = p;
+    for (size_t i = begin; i < end; i++) row[i]++;
+}
+
+static void outer_range(void *p, size_t begin, size_t end)
+{
+    nested_arg *a = p;
+    for (size_t r = begin; r < end; r++) peft__parallel_for(a->ctx, 64, 1, inner_range, a->hits + r * 64);
+}
+
+START_TEST(numerics_nested_parallel_for)
+{
+    peft_ctx *ctx = tu_ctx(2, 1);
+    int hits[8 * 64] = {0};
+    nested_arg a = {ctx, hits};
+    for (int rep = 0; rep < 50; rep++) peft__parallel_for(ctx, 8, 1, outer_range, &a);
+    for (int i = 0; i < 8 * 64; i++) ck_assert_int_eq(hits[i], 50);
+    peft_ctx_destroy(ctx);
+}
+END_TEST
+
 /* ---- two contexts from two threads ---- */
 
 typedef struct job {
@@ -391,6 +421,7 @@ Suite *core_suite(void)
     tcase_add_test(tc, numerics_ctx_arena_limit);
     tcase_add_test(tc, numerics_rng);
     tcase_add_test(tc, numerics_parallel_for_covers);
+    tcase_add_test(tc, numerics_nested_parallel_for);
     tcase_add_test(tc, numerics_two_contexts_two_threads);
     suite_add_tcase(s, tc);
     return s;

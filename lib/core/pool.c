@@ -33,6 +33,7 @@ struct peft__pool {
     pthread_cond_t cv;
     atomic_uint_fast64_t gen;
     atomic_int pending;
+    atomic_bool in_region; /* a parallel_for is running: nested calls run inline */
     atomic_bool stop;
     /* the job of the current generation */
     peft__range_fn fn;
@@ -88,6 +89,7 @@ peft_status peft__pool_create(peft_ctx *ctx, int n_threads, peft__pool **out)
     atomic_init(&p->gen, 0);
     atomic_init(&p->pending, 0);
     atomic_init(&p->stop, false);
+    atomic_init(&p->in_region, false);
     for (int i = 0; i < n_threads - 1; i++) {
         worker *w = &p->workers[i];
         w->pool = p;
@@ -122,10 +124,13 @@ void peft__parallel_for(peft_ctx *ctx, size_t n, size_t grain, peft__range_fn fn
     if (grain == 0) grain = 1;
     size_t parts = (n + grain - 1) / grain;
     peft__pool *p = ctx->pool;
-    if (!p || parts <= 1) {
+    /* nested (a kernel running on a worker calls into another parallel kernel,
+     * e.g. a sgemm inside attention's per-head loop): run inline */
+    if (!p || parts <= 1 || atomic_load_explicit(&p->in_region, memory_order_acquire)) {
         fn(arg, 0, n);
         return;
     }
+    atomic_store_explicit(&p->in_region, true, memory_order_release);
     size_t max_parts = (size_t)p->n_workers + 1;
     if (parts > max_parts) parts = max_parts;
     p->fn = fn;
@@ -143,4 +148,5 @@ void peft__parallel_for(peft_ctx *ctx, size_t n, size_t grain, peft__range_fn fn
         if (++spins < SPIN_ROUNDS) CPU_RELAX();
         else sched_yield();
     }
+    atomic_store_explicit(&p->in_region, false, memory_order_release);
 }

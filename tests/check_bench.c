@@ -12,42 +12,8 @@
 
 #include "util/testutil.h"
 
-static const char *cli(void)
-{
-    const char *p = getenv("PEFT_CLI");
-    return p ? p : "build/bin/peft";
-}
-
-static char err_path[64];
-
-/* Run `peft ARGS`, capture stdout (stderr goes to err_path); returns the exit status. */
-static int run(const char *args, char **out)
-{
-    snprintf(err_path, sizeof err_path, "/tmp/peft_bench_stderr.%ld", (long)getpid());
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s %s 2>%s", cli(), args, err_path);
-    FILE *p = popen(cmd, "r");
-    ck_assert_ptr_nonnull(p);
-    size_t cap = 1 << 16, n = 0, got;
-    char *buf = malloc(cap);
-    ck_assert_ptr_nonnull(buf);
-    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) n += got;
-    buf[n] = '\0';
-    int st = pclose(p);
-    *out = buf;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static const char *stderr_text(void)
-{
-    static char buf[4096];
-    FILE *f = fopen(err_path, "r");
-    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-    buf[n] = '\0';
-    if (f) fclose(f);
-    unlink(err_path);
-    return buf;
-}
+static int run(const char *args, char **out) { return tu_run_peft(args, out); }
+static const char *stderr_text(void) { return tu_stderr(); }
 
 static cJSON *run_json(const char *args)
 {

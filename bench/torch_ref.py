@@ -21,7 +21,7 @@ import sys
 
 # Must happen before torch (its OpenMP runtime) loads: with the default
 # active waiting, idle OpenMP threads spin and steal the 2 cores from the
-# BLAS threads, which makes PyTorch 2-5x slower on this machine.
+# BLAS threads (the performance issue reports PyTorch 2-5x slower without it).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402

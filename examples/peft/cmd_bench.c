@@ -438,9 +438,10 @@ int cmd_bench(int argc, char **argv)
         printf("\"tokens_per_s\": %.2f, \"step_ms_median\": %.6f, \"step_ms_min\": %.6f, \"cpu_ms_per_step\": %.3f, "
                "\"peak_rss_mib\": %.1f, "
                "\"trainable_params\": %lld, \"total_params\": %lld, \"flops_per_token\": %.6g, \"sgemm_gflops\": %.2f, "
-               "\"mfu\": %.5f, \"loss_first\": %.5f, \"loss_last\": %.5f}\n",
+               "\"mfu\": %.5f, \"loss_first\": %.5f, \"loss_last\": %.5f, \"arena_peak_mib\": %.1f, \"ctx_peak_mib\": %.1f}\n",
                res.tokens_per_s, res.step_ms_median, res.step_ms_min, res.cpu_ms_per_step, peak_rss_mib(), (long long)res.trainable,
-               (long long)res.total, fc.per_token, peak, mfu, res.loss_first, res.loss_last);
+               (long long)res.total, fc.per_token, peak, mfu, res.loss_first, res.loss_last,
+               (double)peft_arena_peak(peft_ctx_arena(ctx)) / 1048576.0, (double)peft_ctx_bytes_peak(ctx) / 1048576.0);
     } else {
         printf("%s %s: %lld layers, d %lld, %lld heads (%lld kv), ffn %lld, vocab %lld; batch %lld x seq %lld, %d threads\n",
                bc.arch, bc.strategy, (long long)bc.mc.n_layer, (long long)bc.mc.d_model, (long long)bc.mc.n_head,
@@ -452,7 +453,9 @@ int cmd_bench(int argc, char **argv)
         printf("  %lld trainable of %lld parameters; %.3g FLOP/token; %.2f GFLOP/s = MFU %.3f of sgemm %.1f GFLOP/s\n",
                (long long)res.trainable, (long long)res.total, fc.per_token, fc.per_token * res.tokens_per_s * 1e-9, mfu,
                peak);
-        printf("  loss %.4f -> %.4f\n", res.loss_first, res.loss_last);
+        printf("  loss %.4f -> %.4f; scratch arena peak %.1f MiB, context allocations peak %.1f MiB\n", res.loss_first,
+               res.loss_last, (double)peft_arena_peak(peft_ctx_arena(ctx)) / 1048576.0,
+               (double)peft_ctx_bytes_peak(ctx) / 1048576.0);
     }
     rc = 0;
 done:

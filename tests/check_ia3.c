@@ -13,35 +13,9 @@
 
 #define GOLDEN "tests/golden/"
 
-static peft_model *load(peft_ctx *ctx, const char *path, int keep_dtype)
-{
-    peft_model_load_opts o = peft_model_load_opts_default();
-    o.keep_dtype = keep_dtype;
-    peft_model *m = NULL;
-    peft_status st = peft_model_load(ctx, path, &o, &m);
-    ck_assert_msg(st == PEFT_OK, "load %s: %s", path, peft_ctx_errmsg(ctx));
-    return m;
-}
-
 static void fill_ids(int32_t *ids, int64_t B, int64_t T, int64_t V)
 {
     for (int64_t i = 0; i < B * T; i++) ids[i] = (int32_t)((i * 7 + 3 + (i / T) * 5) % V);
-}
-
-static float *logits_of(peft_ctx *ctx, peft_model *m, const int32_t *ids, int64_t B, int64_t T, size_t *n)
-{
-    int64_t s[2] = {B, T};
-    peft_tensor *t = tu_ids(ctx, 2, s, ids), *lg = NULL;
-    int prev = peft_set_grad_enabled(ctx, 0);
-    TU_OK(ctx, peft_model_forward(m, t, &lg, NULL));
-    *n = (size_t)peft_tensor_numel(lg);
-    float *out = malloc(*n * sizeof *out);
-    ck_assert_ptr_nonnull(out);
-    memcpy(out, peft_tensor_data(lg), *n * sizeof *out);
-    peft_graph_release(ctx);
-    peft_set_grad_enabled(ctx, prev);
-    peft_tensor_destroy(t);
-    return out;
 }
 
 static peft_adapter *attach(peft_model *m, const peft_ia3_opts *o)
@@ -74,7 +48,7 @@ START_TEST(api_defaults_and_errors)
     int found = 0;
     for (size_t i = 0; i < peft_strategy_count(ctx); i++) found += !strcmp(peft_strategy_name(ctx, i), "ia3");
     ck_assert_int_eq(found, 1);
-    peft_model *m = load(ctx, GOLDEN "llama", 0);
+    peft_model *m = tu_load_model(ctx, GOLDEN "llama", 0);
     peft_adapter *ad = NULL;
     o.targets = "c_attn";
     TU_EXPECT_FAIL(ctx, peft_adapter_attach(m, "ia3", NULL, &o, &ad), PEFT_ERR_INVALID_ARG,
@@ -102,7 +76,7 @@ START_TEST(api_defaults_and_errors)
     peft_adapter_destroy(ad);
     peft_model_destroy(m);
     /* a bf16 base cannot be merged (and nothing changes) */
-    m = load(ctx, GOLDEN "llama/model.bf16.safetensors", 1);
+    m = tu_load_model(ctx, GOLDEN "llama/model.bf16.safetensors", 1);
     ad = attach(m, NULL);
     TU_EXPECT_FAIL(ctx, peft_adapter_merge(ad), PEFT_ERR_DTYPE, "only f32 weights can be merged");
     peft_adapter_destroy(ad);
@@ -121,12 +95,12 @@ typedef struct want_vec {
 static void check_attach(const char *dir, const peft_ia3_opts *o, const want_vec *want, size_t n_want, int64_t count)
 {
     peft_ctx *ctx = tu_ctx(2, 3);
-    peft_model *m = load(ctx, dir, 0);
+    peft_model *m = tu_load_model(ctx, dir, 0);
     const int64_t B = 2, T = 7, V = peft_model_get_config(m)->vocab_size;
     int32_t ids[14];
     fill_ids(ids, B, T, V);
     size_t n;
-    float *base = logits_of(ctx, m, ids, B, T, &n);
+    float *base = tu_logits(ctx, m, ids, B, T, &n);
     peft_adapter *ad = attach(m, o);
     ck_assert_int_eq(peft_adapter_trainable_numel(ad), count);
     ck_assert_uint_eq(peft_adapter_n_trainable(ad), n_want);
@@ -142,7 +116,7 @@ static void check_attach(const char *dir, const peft_ia3_opts *o, const want_vec
         for (int64_t j = 0; j < peft_tensor_numel(t); j++) ck_assert(d[j] == 1.0f);
     }
     size_t n2;
-    float *step0 = logits_of(ctx, m, ids, B, T, &n2);
+    float *step0 = tu_logits(ctx, m, ids, B, T, &n2);
     ck_assert_uint_eq(n, n2);
     ck_assert_msg(memcmp(base, step0, n * sizeof *base) == 0, "%s: logits at step 0 differ from the base", dir);
     free(step0);
@@ -204,7 +178,7 @@ static size_t param_index(peft_model *m, const char *module, const char *what)
 static void check_merge(const char *dir, const peft_ia3_opts *o)
 {
     peft_ctx *ctx = tu_ctx(2, 5);
-    peft_model *m = load(ctx, dir, 0);
+    peft_model *m = tu_load_model(ctx, dir, 0);
     const int64_t B = 2, T = 6, V = peft_model_get_config(m)->vocab_size;
     int32_t ids[12];
     fill_ids(ids, B, T, V);
@@ -219,9 +193,9 @@ static void check_merge(const char *dir, const peft_ia3_opts *o)
     peft_adapter *ad = attach(m, o);
     randomize(ad, 0.3f);
     size_t n;
-    float *unmerged = logits_of(ctx, m, ids, B, T, &n);
+    float *unmerged = tu_logits(ctx, m, ids, B, T, &n);
     TU_OK(ctx, peft_adapter_merge(ad));
-    float *merged = logits_of(ctx, m, ids, B, T, &n);
+    float *merged = tu_logits(ctx, m, ids, B, T, &n);
     double e = tu_max_rel_err(merged, unmerged, n);
     ck_assert_msg(e <= 1e-5, "%s: merged vs unmerged logits: relative error %g", dir, e);
     /* each targeted weight is scaled by rows or columns; the bias of an output-scaled one too */
@@ -262,7 +236,7 @@ static void check_merge(const char *dir, const peft_ia3_opts *o)
         TU_OK(ctx, peft_model_param(m, i, &pn, &p));
         ck_assert_msg(memcmp(peft_tensor_data(p), orig[i], peft_tensor_nbytes(p)) == 0, "%s: %s not restored", dir, pn);
     }
-    float *again = logits_of(ctx, m, ids, B, T, &n);
+    float *again = tu_logits(ctx, m, ids, B, T, &n);
     ck_assert(memcmp(again, unmerged, n * sizeof *again) == 0);
     peft_adapter_destroy(ad);
     free(again), free(merged), free(unmerged);
@@ -286,7 +260,7 @@ END_TEST
 static void check_frozen(const char *dir)
 {
     peft_ctx *ctx = tu_ctx(2, 7);
-    peft_model *m = load(ctx, dir, 0);
+    peft_model *m = tu_load_model(ctx, dir, 0);
     const int64_t V = peft_model_get_config(m)->vocab_size;
     int32_t ids[16];
     fill_ids(ids, 2, 8, V);
@@ -330,7 +304,7 @@ START_TEST(numerics_sgd_lowers_loss)
     const char *dir = tu_models_dir();
     char path[512];
     if (dir) snprintf(path, sizeof path, "%s/stories260K.bin", dir);
-    peft_model *m = load(ctx, dir ? path : GOLDEN "llama", 0);
+    peft_model *m = tu_load_model(ctx, dir ? path : GOLDEN "llama", 0);
     const int64_t B = 4, T = 32, V = peft_model_get_config(m)->vocab_size;
     int32_t *ids = malloc((size_t)(B * T) * sizeof *ids);
     fill_ids(ids, B, T, V);
@@ -377,7 +351,7 @@ static peft_status fwd_hook(peft_ctx *ctx, peft_tensor **in, void *arg, peft_ten
 static void check_hook_grad(const char *dir, const peft_ia3_opts *o, const char *module, int64_t rows)
 {
     peft_ctx *ctx = tu_ctx(2, 9);
-    peft_model *m = load(ctx, dir, 0);
+    peft_model *m = tu_load_model(ctx, dir, 0);
     peft_adapter *ad = attach(m, o);
     randomize(ad, 0.5f);
     peft__linear *lin = NULL;
@@ -440,13 +414,13 @@ END_TEST
 START_TEST(io_save_load)
 {
     peft_ctx *ctx = tu_ctx(2, 11);
-    peft_model *m = load(ctx, GOLDEN "llama", 0);
+    peft_model *m = tu_load_model(ctx, GOLDEN "llama", 0);
     peft_adapter *ad = attach(m, NULL);
     randomize(ad, 0.2f);
     int32_t ids[12];
     fill_ids(ids, 2, 6, 96);
     size_t n;
-    float *want = logits_of(ctx, m, ids, 2, 6, &n);
+    float *want = tu_logits(ctx, m, ids, 2, 6, &n);
     char tmpl[] = "/tmp/peft_ia3_XXXXXX", path[64];
     ck_assert_ptr_nonnull(mkdtemp(tmpl));
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", tmpl);
@@ -467,7 +441,7 @@ START_TEST(io_save_load)
     peft_safetensors_close(sf);
     ad = attach(m, NULL);
     TU_OK(ctx, peft_adapter_load(ad, path));
-    float *got = logits_of(ctx, m, ids, 2, 6, &n);
+    float *got = tu_logits(ctx, m, ids, 2, 6, &n);
     ck_assert(memcmp(got, want, n * sizeof *got) == 0);
     peft_adapter_destroy(ad);
     unlink(path);

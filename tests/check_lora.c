@@ -13,16 +13,6 @@
 
 #define GOLDEN "tests/golden/"
 
-static peft_model *load(peft_ctx *ctx, const char *path, int keep_dtype)
-{
-    peft_model_load_opts o = peft_model_load_opts_default();
-    o.keep_dtype = keep_dtype;
-    peft_model *m = NULL;
-    peft_status st = peft_model_load(ctx, path, &o, &m);
-    ck_assert_msg(st == PEFT_OK, "load %s: %s", path, peft_ctx_errmsg(ctx));
-    return m;
-}
-
 /* A fixed [B, T] batch of token ids below V. */
 static void fill_ids(int32_t *ids, int64_t B, int64_t T, int64_t V)
 {
@@ -30,22 +20,6 @@ static void fill_ids(int32_t *ids, int64_t B, int64_t T, int64_t V)
 }
 
 /* Logits of the model for ids [B, T], without gradients, into a malloc'd buffer. */
-static float *logits_of(peft_ctx *ctx, peft_model *m, const int32_t *ids, int64_t B, int64_t T, size_t *n)
-{
-    int64_t s[2] = {B, T};
-    peft_tensor *t = tu_ids(ctx, 2, s, ids), *lg = NULL;
-    int prev = peft_set_grad_enabled(ctx, 0);
-    TU_OK(ctx, peft_model_forward(m, t, &lg, NULL));
-    *n = (size_t)peft_tensor_numel(lg);
-    float *out = malloc(*n * sizeof *out);
-    ck_assert_ptr_nonnull(out);
-    memcpy(out, peft_tensor_data(lg), *n * sizeof *out);
-    peft_graph_release(ctx);
-    peft_set_grad_enabled(ctx, prev);
-    peft_tensor_destroy(t);
-    return out;
-}
-
 static peft_adapter *attach(peft_model *m, const peft_lora_opts *o)
 {
     peft_adapter *ad = NULL;
@@ -113,7 +87,7 @@ END_TEST
 START_TEST(api_errors)
 {
     peft_ctx *ctx = tu_ctx(1, 1);
-    peft_model *m = load(ctx, GOLDEN "gpt2", 0);
+    peft_model *m = tu_load_model(ctx, GOLDEN "gpt2", 0);
     peft_adapter *ad = NULL;
     peft_lora_opts o = peft_lora_opts_default();
     o.targets = "xyz";
@@ -160,7 +134,7 @@ START_TEST(api_errors)
     peft_model_destroy(m);
 
     /* a bf16 base trains through the hook but cannot be merged */
-    m = load(ctx, GOLDEN "gpt2/model.bf16.safetensors", 1);
+    m = tu_load_model(ctx, GOLDEN "gpt2/model.bf16.safetensors", 1);
     ad = attach(m, NULL);
     TU_EXPECT_FAIL(ctx, peft_adapter_merge(ad), PEFT_ERR_DTYPE, "only f32 weights can be merged");
     TU_EXPECT_FAIL(ctx, peft_adapter_unmerge(ad), PEFT_ERR_STATE, "not merged");
@@ -177,12 +151,12 @@ END_TEST
 static void check_attach(const char *dir, const char *targets, int r, const char *first, int64_t count)
 {
     peft_ctx *ctx = tu_ctx(2, 3);
-    peft_model *m = load(ctx, dir, 0);
+    peft_model *m = tu_load_model(ctx, dir, 0);
     const int64_t B = 2, T = 7, V = peft_model_get_config(m)->vocab_size;
     int32_t ids[14];
     fill_ids(ids, B, T, V);
     size_t n;
-    float *base = logits_of(ctx, m, ids, B, T, &n);
+    float *base = tu_logits(ctx, m, ids, B, T, &n);
     peft_lora_opts o = peft_lora_opts_default();
     o.r = r;
     o.targets = targets;
@@ -227,13 +201,13 @@ static void check_attach(const char *dir, const char *targets, int r, const char
     TU_OK(ctx, peft_adapter_trainable(ad, 0, &n0, NULL, NULL));
     ck_assert_str_eq(n0, first);
     size_t n2;
-    float *step0 = logits_of(ctx, m, ids, B, T, &n2);
+    float *step0 = tu_logits(ctx, m, ids, B, T, &n2);
     ck_assert_uint_eq(n, n2);
     ck_assert_msg(memcmp(base, step0, n * sizeof *base) == 0, "%s: logits at step 0 differ from the base", dir);
     free(step0);
     peft_adapter_destroy(ad);
     /* detached: back to the base model */
-    step0 = logits_of(ctx, m, ids, B, T, &n2);
+    step0 = tu_logits(ctx, m, ids, B, T, &n2);
     ck_assert(memcmp(base, step0, n * sizeof *base) == 0);
     free(step0);
     free(base);
@@ -304,12 +278,12 @@ END_TEST
 static void check_merge(const char *dir, const char *targets, int r, float alpha, int rslora)
 {
     peft_ctx *ctx = tu_ctx(2, 5);
-    peft_model *m = load(ctx, dir, 0);
+    peft_model *m = tu_load_model(ctx, dir, 0);
     const int64_t B = 2, T = 6, V = peft_model_get_config(m)->vocab_size;
     int32_t ids[12];
     fill_ids(ids, B, T, V);
     size_t n;
-    float *base = logits_of(ctx, m, ids, B, T, &n);
+    float *base = tu_logits(ctx, m, ids, B, T, &n);
     /* copies of every weight (and bias) of the model */
     const size_t L = peft_model_n_linears(m);
     float **orig = calloc(L, sizeof *orig);
@@ -326,10 +300,10 @@ static void check_merge(const char *dir, const char *targets, int r, float alpha
     o.targets = targets;
     peft_adapter *ad = attach(m, &o);
     randomize_B(ad, 0.2f);
-    float *unmerged = logits_of(ctx, m, ids, B, T, &n);
+    float *unmerged = tu_logits(ctx, m, ids, B, T, &n);
     ck_assert_msg(tu_max_rel_err(unmerged, base, n) > 1e-3, "%s: random B should change the logits", dir);
     TU_OK(ctx, peft_adapter_merge(ad));
-    float *merged = logits_of(ctx, m, ids, B, T, &n);
+    float *merged = tu_logits(ctx, m, ids, B, T, &n);
     double e = tu_max_rel_err(merged, unmerged, n);
     ck_assert_msg(e <= 1e-5, "%s: merged vs unmerged logits: relative error %g", dir, e);
     /* the delta of each weight is s * B A (s held as a float) */
@@ -366,12 +340,12 @@ static void check_merge(const char *dir, const char *targets, int r, float alpha
         ck_assert_msg(memcmp(peft_tensor_data(w), orig[i], peft_tensor_nbytes(w)) == 0, "%s: weight %zu not restored",
                       dir, i);
     }
-    float *again = logits_of(ctx, m, ids, B, T, &n);
+    float *again = tu_logits(ctx, m, ids, B, T, &n);
     ck_assert(memcmp(again, unmerged, n * sizeof *again) == 0);
     /* merge, then destroy: the merged weights stay (merge and unload) */
     TU_OK(ctx, peft_adapter_merge(ad));
     peft_adapter_destroy(ad);
-    float *unloaded = logits_of(ctx, m, ids, B, T, &n);
+    float *unloaded = tu_logits(ctx, m, ids, B, T, &n);
     ck_assert(memcmp(unloaded, merged, n * sizeof *unloaded) == 0);
     free(unloaded), free(again), free(merged), free(unmerged), free(base);
     for (size_t i = 0; i < L; i++) free(orig[i]);
@@ -393,7 +367,7 @@ END_TEST
 START_TEST(numerics_dropout_only_in_training)
 {
     peft_ctx *ctx = tu_ctx(2, 6);
-    peft_model *m = load(ctx, GOLDEN "llama", 0);
+    peft_model *m = tu_load_model(ctx, GOLDEN "llama", 0);
     int32_t ids[16];
     fill_ids(ids, 2, 8, 96);
     peft_batch b = {.B = 2, .T = 8, .ids = ids};
@@ -452,7 +426,7 @@ END_TEST
 static void check_frozen(const char *dir)
 {
     peft_ctx *ctx = tu_ctx(2, 7);
-    peft_model *m = load(ctx, dir, 0);
+    peft_model *m = tu_load_model(ctx, dir, 0);
     const int64_t V = peft_model_get_config(m)->vocab_size;
     int32_t ids[16];
     fill_ids(ids, 2, 8, V);
@@ -512,7 +486,7 @@ START_TEST(numerics_sgd_lowers_loss)
     const char *dir = tu_models_dir();
     char path[512];
     if (dir) snprintf(path, sizeof path, "%s/stories260K.bin", dir);
-    peft_model *m = load(ctx, dir ? path : GOLDEN "llama", 0);
+    peft_model *m = tu_load_model(ctx, dir ? path : GOLDEN "llama", 0);
     const int64_t B = 4, T = 32, V = peft_model_get_config(m)->vocab_size;
     int32_t *ids = malloc((size_t)(B * T) * sizeof *ids);
     fill_ids(ids, B, T, V);
@@ -561,7 +535,7 @@ static void check_hook_grad(const char *dir, const char *targets, int r, float a
                             int64_t rows)
 {
     peft_ctx *ctx = tu_ctx(2, 9);
-    peft_model *m = load(ctx, dir, 0);
+    peft_model *m = tu_load_model(ctx, dir, 0);
     peft_lora_opts o = peft_lora_opts_default();
     o.r = r;
     o.alpha = alpha;
@@ -643,7 +617,7 @@ static peft_status fwd_model(peft_ctx *ctx, peft_tensor **in, void *arg, peft_te
 START_TEST(grad_through_model)
 {
     peft_ctx *ctx = tu_ctx(2, 10);
-    peft_model *m = load(ctx, GOLDEN "llama", 0);
+    peft_model *m = tu_load_model(ctx, GOLDEN "llama", 0);
     peft_lora_opts o = peft_lora_opts_default();
     o.r = 2;
     o.targets = "q_proj,down_proj";
@@ -679,13 +653,13 @@ END_TEST
 START_TEST(io_save_load)
 {
     peft_ctx *ctx = tu_ctx(2, 11);
-    peft_model *m = load(ctx, GOLDEN "gpt2", 0);
+    peft_model *m = tu_load_model(ctx, GOLDEN "gpt2", 0);
     peft_adapter *ad = attach(m, NULL);
     randomize_B(ad, 0.2f);
     int32_t ids[12];
     fill_ids(ids, 2, 6, 96);
     size_t n;
-    float *want = logits_of(ctx, m, ids, 2, 6, &n);
+    float *want = tu_logits(ctx, m, ids, 2, 6, &n);
     char tmpl[] = "/tmp/peft_lora_XXXXXX", path[64];
     ck_assert_ptr_nonnull(mkdtemp(tmpl));
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", tmpl);
@@ -713,7 +687,7 @@ START_TEST(io_save_load)
 
     ad = attach(m, NULL);
     TU_OK(ctx, peft_adapter_load(ad, path));
-    float *got = logits_of(ctx, m, ids, 2, 6, &n);
+    float *got = tu_logits(ctx, m, ids, 2, 6, &n);
     ck_assert(memcmp(got, want, n * sizeof *got) == 0);
     peft_adapter_destroy(ad);
     unlink(path);

@@ -47,16 +47,6 @@ static peft_tensor *batch_ids(peft_ctx *ctx, const char *dir)
     return t;
 }
 
-static peft_model *load(peft_ctx *ctx, const char *path, int keep)
-{
-    peft_model_load_opts o = peft_model_load_opts_default();
-    o.keep_dtype = keep;
-    peft_model *m = NULL;
-    peft_status st = peft_model_load(ctx, path, &o, &m);
-    ck_assert_msg(st == PEFT_OK, "load %s: %s", path, peft_ctx_errmsg(ctx));
-    return m;
-}
-
 /* logits of the fixture batch compared with expected[name] */
 static double logits_err(peft_ctx *ctx, peft_model *m, const char *dir, const char *name)
 {
@@ -79,7 +69,7 @@ static void check_everything(const char *dir)
     peft_ctx *ctx = tu_ctx(2, 1);
     char path[256];
     snprintf(path, sizeof path, GOLDEN "%s", dir);
-    peft_model *m = load(ctx, path, 0);
+    peft_model *m = tu_load_model(ctx, path, 0);
     const peft_model_config *c = peft_model_get_config(m);
     peft_tensor *ids = batch_ids(ctx, dir);
     /* forward with hidden states */
@@ -168,7 +158,7 @@ START_TEST(io_every_format_and_dtype)
         {GOLDEN "llama/model.bin", "llama", "logits", 0, 1e-4},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        peft_model *m = load(ctx, cases[i].path, cases[i].keep);
+        peft_model *m = tu_load_model(ctx, cases[i].path, cases[i].keep);
         double e = logits_err(ctx, m, cases[i].dir, cases[i].logits);
         ck_assert_msg(e <= cases[i].tol, "%s (keep %d): logits error %g", cases[i].path, cases[i].keep, e);
         peft_model_destroy(m);
@@ -184,12 +174,12 @@ START_TEST(io_save_load_round_trip)
     for (int d = 0; d < 2; d++) {
         char path[256], tmpl[] = "/tmp/peft_model_XXXXXX";
         snprintf(path, sizeof path, GOLDEN "%s", dirs[d]);
-        peft_model *m = load(ctx, path, 0);
+        peft_model *m = tu_load_model(ctx, path, 0);
         ck_assert_ptr_nonnull(mkdtemp(tmpl));
         char out[512];
         snprintf(out, sizeof out, "%s/saved", tmpl);
         TU_OK(ctx, peft_model_save(m, out));
-        peft_model *m2 = load(ctx, out, 0);
+        peft_model *m2 = tu_load_model(ctx, out, 0);
         ck_assert_uint_eq(peft_model_n_params(m), peft_model_n_params(m2));
         for (size_t i = 0; i < peft_model_n_params(m); i++) {
             peft_tensor *a, *b;
@@ -335,7 +325,7 @@ START_TEST(numerics_generate_matches_full_forward)
     peft_ctx *ctx = tu_ctx(2, 1);
     const char *dirs[] = {GOLDEN "gpt2", GOLDEN "llama"};
     for (int d = 0; d < 2; d++) {
-        peft_model *m = load(ctx, dirs[d], 0);
+        peft_model *m = tu_load_model(ctx, dirs[d], 0);
         int32_t seq[24] = {1, 17, 42, 5};
         size_t n = 0;
         peft_sample_opts o = peft_sample_opts_default();
@@ -386,7 +376,7 @@ START_TEST(numerics_stories260k_bin_equals_gguf)
     char a[512], b[512];
     snprintf(a, sizeof a, "%s/stories260K.bin", dir);
     snprintf(b, sizeof b, "%s/stories260K.gguf", dir);
-    peft_model *ma = load(ctx, a, 0), *mb = load(ctx, b, 0);
+    peft_model *ma = tu_load_model(ctx, a, 0), *mb = tu_load_model(ctx, b, 0);
     ck_assert_ptr_nonnull(peft_model_tokenizer(ma));
     ck_assert_ptr_nonnull(peft_model_tokenizer(mb));
     int32_t ids[16] = {1, 403, 407, 261, 378, 11, 300, 301, 302, 303, 304, 305, 306, 307, 308, 2};

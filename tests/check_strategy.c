@@ -9,13 +9,7 @@
 
 #define GOLDEN "tests/golden/"
 
-static peft_model *load(peft_ctx *ctx, const char *path)
-{
-    peft_model *m = NULL;
-    peft_status st = peft_model_load(ctx, path, NULL, &m);
-    ck_assert_msg(st == PEFT_OK, "load %s: %s", path, peft_ctx_errmsg(ctx));
-    return m;
-}
+static peft_model *load(peft_ctx *ctx, const char *path) { return tu_load_model(ctx, path, 0); }
 
 static int64_t count_matching(const peft_model *m, const char *suffix)
 {

@@ -185,3 +185,29 @@ const char *tu_stderr(void)
     if (f) fclose(f);
     return buf;
 }
+
+peft_model *tu_load_model(peft_ctx *ctx, const char *path, int keep_dtype)
+{
+    peft_model_load_opts o = peft_model_load_opts_default();
+    o.keep_dtype = keep_dtype;
+    peft_model *m = NULL;
+    peft_status st = peft_model_load(ctx, path, &o, &m);
+    ck_assert_msg(st == PEFT_OK, "load %s: %s", path, peft_ctx_errmsg(ctx));
+    return m;
+}
+
+float *tu_logits(peft_ctx *ctx, peft_model *m, const int32_t *ids, int64_t B, int64_t T, size_t *n)
+{
+    int64_t s[2] = {B, T};
+    peft_tensor *t = tu_ids(ctx, 2, s, ids), *lg = NULL;
+    int prev = peft_set_grad_enabled(ctx, 0);
+    TU_OK(ctx, peft_model_forward(m, t, &lg, NULL));
+    *n = (size_t)peft_tensor_numel(lg);
+    float *out = malloc(*n * sizeof *out);
+    ck_assert_ptr_nonnull(out);
+    memcpy(out, peft_tensor_data(lg), *n * sizeof *out);
+    peft_graph_release(ctx);
+    peft_set_grad_enabled(ctx, prev);
+    peft_tensor_destroy(t);
+    return out;
+}

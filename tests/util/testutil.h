@@ -51,6 +51,12 @@ double tu_max_rel_err(const float *a, const float *b, size_t n);
                       peft_ctx_errmsg(ctx));                                                          \
     } while (0)
 
+/* Load a model (failing the test with the library's message); keep_dtype as in
+ * peft_model_load_opts. */
+peft_model *tu_load_model(peft_ctx *ctx, const char *path, int keep_dtype);
+/* The logits of ids [B, T] (no gradients), copied into a malloc'd buffer of *n floats. */
+float *tu_logits(peft_ctx *ctx, peft_model *m, const int32_t *ids, int64_t B, int64_t T, size_t *n);
+
 /* Run a program with arguments (through the shell), capture its standard
  * output (malloc'd into *out) and its standard error (tu_stderr, until the
  * next run). Returns the exit status (-1 if it did not exit). */

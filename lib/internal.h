@@ -192,6 +192,18 @@ peft_status peft__new_output(peft_ctx *ctx, const char *op, int ndim, const int6
 /* A new contiguous scratch tensor of any plain dtype (f32, i32) in the arena. */
 peft_status peft__new_scratch(peft_ctx *ctx, const char *op, peft_dtype dtype, int ndim, const int64_t *shape,
                               peft_tensor **out);
+/* The start of every elementwise op on one contiguous f32 input: checks ctx,
+ * out, x (f32, contiguous) and makes the output of x's shape. *out is NULL
+ * until the op succeeds. */
+peft_status peft__unary_begin(peft_ctx *ctx, const char *op, peft_tensor *x, peft_tensor **out, peft_tensor **y);
+
+/* Return the status of `call` when it fails (one-line error paths in composite code). */
+#define PEFT__TRY(call)                                   \
+    do {                                         \
+        peft_status peft_try_st_ = (call);       \
+        if (peft_try_st_ != PEFT_OK) return peft_try_st_; \
+    } while (0)
+
 /* A view handle in the arena sharing x's data. */
 peft_status peft__new_view(peft_ctx *ctx, const char *op, const peft_tensor *x, peft_tensor **out);
 

@@ -4,11 +4,6 @@
 
 #include "model_internal.h"
 
-#define TRY(call)                                  \
-    do {                                           \
-        peft_status st_ = (call);                  \
-        if (st_ != PEFT_OK) return st_;            \
-    } while (0)
 
 peft_status peft__linear_forward(peft_ctx *ctx, peft__linear *lin, peft_tensor *x, peft_tensor **y)
 {
@@ -41,15 +36,15 @@ static peft_status attend(peft_model *m, peft__kv *kv, int64_t l, peft_tensor *q
         return peft__fail(ctx, PEFT_ERR_SHAPE, "generation: %lld positions exceed the cache of %lld",
                           (long long)(kv->pos + T), (long long)kv->cap);
     if (llama) {
-        TRY(peft_rope(ctx, q, (int)c->n_head, PEFT_ROPE_HALF, c->rope_theta, 0, kv->pos, &q));
-        TRY(peft_rope(ctx, k, (int)c->n_kv_head, PEFT_ROPE_HALF, c->rope_theta, 0, kv->pos, &k));
+        PEFT__TRY(peft_rope(ctx, q, (int)c->n_head, PEFT_ROPE_HALF, c->rope_theta, 0, kv->pos, &q));
+        PEFT__TRY(peft_rope(ctx, k, (int)c->n_kv_head, PEFT_ROPE_HALF, c->rope_theta, 0, kv->pos, &k));
     }
     peft_tensor *ck, *cv;
     float *kd = (float *)kv->k[l]->data + kv->pos * KV, *vd = (float *)kv->v[l]->data + kv->pos * KV;
-    TRY(peft_tensor_get_f32(k, kd, (size_t)(T * KV)));
-    TRY(peft_tensor_get_f32(v, vd, (size_t)(T * KV)));
-    TRY(peft_slice(ctx, kv->k[l], 1, 0, kv->pos + T, &ck));
-    TRY(peft_slice(ctx, kv->v[l], 1, 0, kv->pos + T, &cv));
+    PEFT__TRY(peft_tensor_get_f32(k, kd, (size_t)(T * KV)));
+    PEFT__TRY(peft_tensor_get_f32(v, vd, (size_t)(T * KV)));
+    PEFT__TRY(peft_slice(ctx, kv->k[l], 1, 0, kv->pos + T, &ck));
+    PEFT__TRY(peft_slice(ctx, kv->v[l], 1, 0, kv->pos + T, &cv));
     return peft_attention(ctx, q, ck, cv, &ao, att);
 }
 
@@ -60,18 +55,18 @@ static peft_status gpt2_block(peft_model *m, peft__kv *kv, int64_t l, peft_tenso
     const peft_model_config *c = &m->cfg;
     const int64_t C = c->d_model;
     peft_tensor *a, *qkv, *q, *k, *v, *att, *o, *h1, *n2, *f, *g, *d;
-    TRY(peft_layernorm(ctx, h, b->norm1_w, b->norm1_b, c->norm_eps, &a));
-    TRY(peft__linear_forward(ctx, &b->qkv, a, &qkv)); /* [B, T, 3C] */
-    TRY(peft_slice(ctx, qkv, -1, 0, C, &q));
-    TRY(peft_slice(ctx, qkv, -1, C, C, &k));
-    TRY(peft_slice(ctx, qkv, -1, 2 * C, C, &v));
-    TRY(attend(m, kv, l, q, k, v, &att));
-    TRY(peft__linear_forward(ctx, &b->o, att, &o));
-    TRY(peft_add(ctx, h, o, &h1));
-    TRY(peft_layernorm(ctx, h1, b->norm2_w, b->norm2_b, c->norm_eps, &n2));
-    TRY(peft__linear_forward(ctx, &b->up, n2, &f));
-    TRY(peft_gelu(ctx, f, &g));
-    TRY(peft__linear_forward(ctx, &b->down, g, &d));
+    PEFT__TRY(peft_layernorm(ctx, h, b->norm1_w, b->norm1_b, c->norm_eps, &a));
+    PEFT__TRY(peft__linear_forward(ctx, &b->qkv, a, &qkv)); /* [B, T, 3C] */
+    PEFT__TRY(peft_slice(ctx, qkv, -1, 0, C, &q));
+    PEFT__TRY(peft_slice(ctx, qkv, -1, C, C, &k));
+    PEFT__TRY(peft_slice(ctx, qkv, -1, 2 * C, C, &v));
+    PEFT__TRY(attend(m, kv, l, q, k, v, &att));
+    PEFT__TRY(peft__linear_forward(ctx, &b->o, att, &o));
+    PEFT__TRY(peft_add(ctx, h, o, &h1));
+    PEFT__TRY(peft_layernorm(ctx, h1, b->norm2_w, b->norm2_b, c->norm_eps, &n2));
+    PEFT__TRY(peft__linear_forward(ctx, &b->up, n2, &f));
+    PEFT__TRY(peft_gelu(ctx, f, &g));
+    PEFT__TRY(peft__linear_forward(ctx, &b->down, g, &d));
     return peft_add(ctx, h1, d, out);
 }
 
@@ -81,26 +76,26 @@ static peft_status llama_block(peft_model *m, peft__kv *kv, int64_t l, peft_tens
     peft_ctx *ctx = m->ctx;
     const peft_model_config *c = &m->cfg;
     peft_tensor *a, *q, *k, *v, *att, *o, *h1, *n2, *g, *u, *sg, *gu, *d;
-    TRY(peft_rmsnorm(ctx, h, b->norm1_w, c->norm_eps, &a));
-    TRY(peft__linear_forward(ctx, &b->q, a, &q));
-    TRY(peft__linear_forward(ctx, &b->k, a, &k));
-    TRY(peft__linear_forward(ctx, &b->v, a, &v));
-    TRY(attend(m, kv, l, q, k, v, &att));
-    TRY(peft__linear_forward(ctx, &b->o, att, &o));
-    TRY(peft_add(ctx, h, o, &h1));
-    TRY(peft_rmsnorm(ctx, h1, b->norm2_w, c->norm_eps, &n2));
-    TRY(peft__linear_forward(ctx, &b->gate, n2, &g));
-    TRY(peft__linear_forward(ctx, &b->up, n2, &u));
-    TRY(peft_silu(ctx, g, &sg));
-    TRY(peft_mul(ctx, sg, u, &gu));
-    TRY(peft__linear_forward(ctx, &b->down, gu, &d));
+    PEFT__TRY(peft_rmsnorm(ctx, h, b->norm1_w, c->norm_eps, &a));
+    PEFT__TRY(peft__linear_forward(ctx, &b->q, a, &q));
+    PEFT__TRY(peft__linear_forward(ctx, &b->k, a, &k));
+    PEFT__TRY(peft__linear_forward(ctx, &b->v, a, &v));
+    PEFT__TRY(attend(m, kv, l, q, k, v, &att));
+    PEFT__TRY(peft__linear_forward(ctx, &b->o, att, &o));
+    PEFT__TRY(peft_add(ctx, h, o, &h1));
+    PEFT__TRY(peft_rmsnorm(ctx, h1, b->norm2_w, c->norm_eps, &n2));
+    PEFT__TRY(peft__linear_forward(ctx, &b->gate, n2, &g));
+    PEFT__TRY(peft__linear_forward(ctx, &b->up, n2, &u));
+    PEFT__TRY(peft_silu(ctx, g, &sg));
+    PEFT__TRY(peft_mul(ctx, sg, u, &gu));
+    PEFT__TRY(peft__linear_forward(ctx, &b->down, gu, &d));
     return peft_add(ctx, h1, d, out);
 }
 
 static peft_status check_ids(peft_model *m, peft_tensor *ids, const char *fn)
 {
     peft_ctx *ctx = m->ctx;
-    TRY(peft__check_input(ctx, fn, "ids", ids));
+    PEFT__TRY(peft__check_input(ctx, fn, "ids", ids));
     char s[64];
     if (ids->dtype != PEFT_DTYPE_I32 || ids->ndim != 2)
         return peft__fail(ctx, PEFT_ERR_SHAPE, "%s: ids must be i32 [B, T], got %s %s", fn,
@@ -118,18 +113,18 @@ peft_status peft__run_blocks(peft_model *m, peft__kv *kv, peft_tensor *ids, peft
     peft_ctx *ctx = m->ctx;
     const int64_t T = ids->shape[1], pos0 = kv ? kv->pos : 0;
     peft_tensor *h;
-    TRY(peft_embedding(ctx, m->tok_emb, ids, &h));
+    PEFT__TRY(peft_embedding(ctx, m->tok_emb, ids, &h));
     if (m->cfg.arch == PEFT_ARCH_GPT2) {
         peft_tensor *pos, *pe;
         if (pos0 + T > m->cfg.n_ctx)
             return peft__fail(ctx, PEFT_ERR_SHAPE, "gpt2: position %lld is past the context of %lld",
                               (long long)(pos0 + T), (long long)m->cfg.n_ctx);
-        TRY(peft_slice(ctx, m->positions, 0, pos0, T, &pos));
-        TRY(peft_embedding(ctx, m->pos_emb, pos, &pe)); /* [T, C] broadcast over B */
-        TRY(peft_add(ctx, h, pe, &h));
+        PEFT__TRY(peft_slice(ctx, m->positions, 0, pos0, T, &pos));
+        PEFT__TRY(peft_embedding(ctx, m->pos_emb, pos, &pe)); /* [T, C] broadcast over B */
+        PEFT__TRY(peft_add(ctx, h, pe, &h));
     }
     for (int64_t l = 0; l < m->cfg.n_layer; l++) {
-        TRY(m->cfg.arch == PEFT_ARCH_GPT2 ? gpt2_block(m, kv, l, h, &h) : llama_block(m, kv, l, h, &h));
+        PEFT__TRY(m->cfg.arch == PEFT_ARCH_GPT2 ? gpt2_block(m, kv, l, h, &h) : llama_block(m, kv, l, h, &h));
         if (hidden) hidden[l] = h;
     }
     if (m->cfg.arch == PEFT_ARCH_GPT2) return peft_layernorm(ctx, h, m->normf_w, m->normf_b, m->cfg.norm_eps, out);
@@ -141,7 +136,7 @@ peft_status peft_model_forward_hidden(peft_model *m, peft_tensor *ids, peft_tens
     if (!m) return PEFT_ERR_INVALID_ARG;
     if (!out) return peft__fail(m->ctx, PEFT_ERR_INVALID_ARG, "peft_model_forward_hidden: out is NULL");
     *out = NULL;
-    TRY(check_ids(m, ids, "peft_model_forward_hidden"));
+    PEFT__TRY(check_ids(m, ids, "peft_model_forward_hidden"));
     return peft__run_blocks(m, NULL, ids, NULL, out);
 }
 
@@ -150,10 +145,10 @@ peft_status peft_model_forward(peft_model *m, peft_tensor *ids, peft_tensor **lo
     if (!m) return PEFT_ERR_INVALID_ARG;
     if (!logits) return peft__fail(m->ctx, PEFT_ERR_INVALID_ARG, "peft_model_forward: logits is NULL");
     *logits = NULL;
-    TRY(check_ids(m, ids, "peft_model_forward"));
+    PEFT__TRY(check_ids(m, ids, "peft_model_forward"));
     peft_tensor *h;
-    TRY(peft__run_blocks(m, NULL, ids, hidden, &h));
-    if (m->hidden_hook) TRY(m->hidden_hook(m->ctx, h, m->hidden_user, &h));
+    PEFT__TRY(peft__run_blocks(m, NULL, ids, hidden, &h));
+    if (m->hidden_hook) PEFT__TRY(m->hidden_hook(m->ctx, h, m->hidden_user, &h));
     return peft__linear_forward(m->ctx, &m->head, h, logits);
 }
 
@@ -161,7 +156,7 @@ peft_status peft__head_loss(peft_model *m, peft_tensor *h, peft_tensor *targets,
 {
     if (m->head.hook) { /* a hooked head: plain logits, then the loss */
         peft_tensor *logits;
-        TRY(peft__linear_forward(m->ctx, &m->head, h, &logits));
+        PEFT__TRY(peft__linear_forward(m->ctx, &m->head, h, &logits));
         return peft_cross_entropy(m->ctx, logits, targets, ignore, loss);
     }
     return peft_linear_cross_entropy(m->ctx, h, m->head.w, targets, ignore, loss);
@@ -174,24 +169,24 @@ peft_status peft_model_lm_loss(peft_model *m, peft_tensor *ids, peft_tensor *mas
     peft_ctx *ctx = m->ctx;
     if (!loss) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: loss is NULL", fn);
     *loss = NULL;
-    TRY(check_ids(m, ids, fn));
+    PEFT__TRY(check_ids(m, ids, fn));
     const int64_t B = ids->shape[0], T = ids->shape[1];
     if (mask) {
-        TRY(peft__check_input(ctx, fn, "mask", mask));
+        PEFT__TRY(peft__check_input(ctx, fn, "mask", mask));
         if (mask->dtype != PEFT_DTYPE_I32 || mask->ndim != 2 || mask->shape[0] != B || mask->shape[1] != T) {
             char sm[64], si[64];
             return peft__fail(ctx, PEFT_ERR_SHAPE, "%s: mask %s %s does not match ids %s", fn,
                               peft_dtype_name(mask->dtype), peft__shape_str(mask, sm, sizeof sm),
                               peft__shape_str(ids, si, sizeof si));
         }
-        TRY(peft__check_contiguous(ctx, fn, "mask", mask));
+        PEFT__TRY(peft__check_contiguous(ctx, fn, "mask", mask));
     }
-    TRY(peft__check_contiguous(ctx, fn, "ids", ids));
+    PEFT__TRY(peft__check_contiguous(ctx, fn, "ids", ids));
     /* targets[b, t] = ids[b, t+1], or ignored (last position, masked tokens) */
     const int32_t ignore = -100;
     int64_t shape[2] = {B, T};
     peft_tensor *targets;
-    TRY(peft__new_scratch(ctx, fn, PEFT_DTYPE_I32, 2, shape, &targets));
+    PEFT__TRY(peft__new_scratch(ctx, fn, PEFT_DTYPE_I32, 2, shape, &targets));
     const int32_t *id = ids->data, *mk = mask ? mask->data : NULL;
     int32_t *tg = targets->data;
     for (int64_t b = 0; b < B; b++)
@@ -202,7 +197,7 @@ peft_status peft_model_lm_loss(peft_model *m, peft_tensor *ids, peft_tensor *mas
         }
     /* the LM head and the loss are fused: no [B*T, V] logits are kept */
     peft_tensor *h;
-    TRY(peft__run_blocks(m, NULL, ids, NULL, &h));
-    if (m->hidden_hook) TRY(m->hidden_hook(ctx, h, m->hidden_user, &h));
+    PEFT__TRY(peft__run_blocks(m, NULL, ids, NULL, &h));
+    if (m->hidden_hook) PEFT__TRY(m->hidden_hook(ctx, h, m->hidden_user, &h));
     return peft__head_loss(m, h, targets, ignore, loss);
 }

@@ -109,14 +109,9 @@ static peft_status act_backward(peft_ctx *ctx, peft__node *node)
 static peft_status activation(peft_ctx *ctx, act_kind kind, peft_tensor *x, peft_tensor **out)
 {
     const char *op = act_name(kind);
-    if (!ctx) return PEFT_ERR_INVALID_ARG;
-    if (!out) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: out is NULL", op);
-    *out = NULL;
-    peft_status st;
-    if ((st = peft__check_f32(ctx, op, "x", x)) != PEFT_OK) return st;
-    if ((st = peft__check_contiguous(ctx, op, "x", x)) != PEFT_OK) return st;
     peft_tensor *y;
-    if ((st = peft__new_output(ctx, op, x->ndim, x->shape, &y)) != PEFT_OK) return st;
+    peft_status st = peft__unary_begin(ctx, op, x, out, &y);
+    if (st != PEFT_OK) return st;
     act_arg a = {kind, x->data, NULL, y->data};
     peft__parallel_for(ctx, (size_t)peft_tensor_numel(x), ACT_GRAIN, act_fwd_range, &a);
     if (peft__should_record(ctx, &x, 1)) {

@@ -251,14 +251,9 @@ static peft_status scale_backward(peft_ctx *ctx, peft__node *node)
 peft_status peft_scale(peft_ctx *ctx, peft_tensor *x, float s, peft_tensor **out)
 {
     static const char op[] = "peft_scale";
-    if (!ctx) return PEFT_ERR_INVALID_ARG;
-    if (!out) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: out is NULL", op);
-    *out = NULL;
-    peft_status st;
-    if ((st = peft__check_f32(ctx, op, "x", x)) != PEFT_OK) return st;
-    if ((st = peft__check_contiguous(ctx, op, "x", x)) != PEFT_OK) return st;
     peft_tensor *o;
-    if ((st = peft__new_output(ctx, op, x->ndim, x->shape, &o)) != PEFT_OK) return st;
+    peft_status st = peft__unary_begin(ctx, op, x, out, &o);
+    if (st != PEFT_OK) return st;
     scale_arg arg = {x->data, o->data, s};
     peft__parallel_for(ctx, (size_t)peft_tensor_numel(x), 4096, scale_range, &arg);
     if (peft__should_record(ctx, &x, 1)) {

@@ -94,14 +94,9 @@ static peft_status log_softmax_backward(peft_ctx *ctx, peft__node *node)
 static peft_status softmax(peft_ctx *ctx, bool log_form, peft_tensor *x, peft_tensor **out)
 {
     const char *op = log_form ? "peft_log_softmax" : "peft_softmax";
-    if (!ctx) return PEFT_ERR_INVALID_ARG;
-    if (!out) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: out is NULL", op);
-    *out = NULL;
-    peft_status st;
-    if ((st = peft__check_f32(ctx, op, "x", x)) != PEFT_OK) return st;
-    if ((st = peft__check_contiguous(ctx, op, "x", x)) != PEFT_OK) return st;
     peft_tensor *y;
-    if ((st = peft__new_output(ctx, op, x->ndim, x->shape, &y)) != PEFT_OK) return st;
+    peft_status st = peft__unary_begin(ctx, op, x, out, &y);
+    if (st != PEFT_OK) return st;
     const int64_t C = peft__cols(x);
     softmax_arg a = {log_form, C, x->data, NULL, NULL, y->data};
     peft__parallel_for(ctx, (size_t)peft__rows(x), row_grain(C), softmax_fwd_range, &a);

@@ -6,11 +6,6 @@
 
 #include "strategy_internal.h"
 
-#define TRY(call)                       \
-    do {                                \
-        peft_status st_ = (call);       \
-        if (st_ != PEFT_OK) return st_; \
-    } while (0)
 
 static const int32_t IGNORE = -100;
 
@@ -51,7 +46,7 @@ static int64_t row_len(const peft_batch *b, int64_t i)
 
 static peft_status i32_tensor(peft_ctx *ctx, int ndim, const int64_t *shape, const int32_t *src, peft_tensor **out)
 {
-    TRY(peft__new_scratch(ctx, "adapter", PEFT_DTYPE_I32, ndim, shape, out));
+    PEFT__TRY(peft__new_scratch(ctx, "adapter", PEFT_DTYPE_I32, ndim, shape, out));
     if (src) memcpy((*out)->data, src, (size_t)peft__numel(ndim, shape) * sizeof(int32_t));
     return PEFT_OK;
 }
@@ -60,7 +55,7 @@ static peft_status i32_tensor(peft_ctx *ctx, int ndim, const int64_t *shape, con
 static peft_status lm_targets(peft_adapter *ad, const peft_batch *b, peft_tensor **out)
 {
     int64_t shape[2] = {b->B, b->T};
-    TRY(i32_tensor(ad->ctx, 2, shape, NULL, out));
+    PEFT__TRY(i32_tensor(ad->ctx, 2, shape, NULL, out));
     int32_t *tg = (*out)->data;
     for (int64_t i = 0; i < b->B; i++)
         for (int64_t t = 0; t < b->T; t++) {
@@ -79,7 +74,7 @@ static peft_status class_hidden(peft_adapter *ad, peft_tensor *ids, peft_tensor 
     peft_tensor **hidden = peft__scratch(ad->ctx, (size_t)m->cfg.n_layer * sizeof *hidden, "adapter");
     if (!hidden) return PEFT_ERR_NOMEM;
     peft_tensor *out;
-    TRY(peft__run_blocks(m, NULL, ids, hidden, &out));
+    PEFT__TRY(peft__run_blocks(m, NULL, ids, hidden, &out));
     *h = hidden[ad->task.feature_layer];
     return PEFT_OK;
 }
@@ -92,24 +87,24 @@ static peft_status pool(peft_adapter *ad, const peft_batch *b, peft_tensor *h, p
     if (ad->task.pooling == PEFT_POOL_MEAN) {
         int64_t sw[3] = {B, T, 1};
         peft_tensor *w, *hw;
-        TRY(peft__new_output(ctx, "pool", 3, sw, &w));
+        PEFT__TRY(peft__new_output(ctx, "pool", 3, sw, &w));
         float *wd = w->data;
         for (int64_t i = 0; i < B; i++) {
             int64_t len = row_len(b, i);
             for (int64_t t = 0; t < T; t++) wd[i * T + t] = t < len ? 1.0f / (float)len : 0.0f;
         }
-        TRY(peft_mul(ctx, h, w, &hw));
+        PEFT__TRY(peft_mul(ctx, h, w, &hw));
         return peft_sum_axis(ctx, hw, 1, out);
     }
     peft_tensor *rows[1024];
     if (B > 1024) return peft__fail(ctx, PEFT_ERR_UNSUPPORTED, "pooling: batch of %lld rows (max 1024)", (long long)B);
     for (int64_t i = 0; i < B; i++) {
         peft_tensor *r;
-        TRY(peft_slice(ctx, h, 0, i, 1, &r));
-        TRY(peft_slice(ctx, r, 1, row_len(b, i) - 1, 1, &rows[i]));
+        PEFT__TRY(peft_slice(ctx, h, 0, i, 1, &r));
+        PEFT__TRY(peft_slice(ctx, r, 1, row_len(b, i) - 1, 1, &rows[i]));
     }
     peft_tensor *cat;
-    TRY(peft_concat(ctx, rows, (int)B, 0, &cat)); /* [B, 1, C] */
+    PEFT__TRY(peft_concat(ctx, rows, (int)B, 0, &cat)); /* [B, 1, C] */
     int64_t s2[2] = {B, C};
     return peft_reshape(ctx, cat, 2, s2, out);
 }
@@ -120,9 +115,9 @@ static peft_status head(peft_adapter *ad, peft_tensor *x, int training, peft_ten
     peft_ctx *ctx = ad->ctx;
     for (int l = 0; l < ad->head_depth; l++) {
         peft_tensor *y, *a;
-        TRY(peft_linear(ctx, x, ad->head_w[l], ad->head_b[l], &y));
-        TRY(peft__activate(ctx, ad->head_act, y, &a));
-        TRY(peft_dropout(ctx, a, ad->head_dropout, training, &x));
+        PEFT__TRY(peft_linear(ctx, x, ad->head_w[l], ad->head_b[l], &y));
+        PEFT__TRY(peft__activate(ctx, ad->head_act, y, &a));
+        PEFT__TRY(peft_dropout(ctx, a, ad->head_dropout, training, &x));
     }
     return peft_linear(ctx, x, ad->head_w[ad->head_depth], ad->head_b[ad->head_depth], out);
 }
@@ -162,7 +157,7 @@ static peft_status features(peft_adapter *ad, const peft_batch *b, peft_tensor *
     }
     int64_t shape[3] = {B, T, C}, pshape[2] = {B, C};
     peft_tensor *f;
-    TRY(peft__new_output(ctx, "features", lm ? 3 : 2, lm ? shape : pshape, &f));
+    PEFT__TRY(peft__new_output(ctx, "features", lm ? 3 : 2, lm ? shape : pshape, &f));
     float *fd = f->data;
     if (!all_cached) {
         int prev = peft_set_grad_enabled(ctx, 0);
@@ -175,7 +170,7 @@ static peft_status features(peft_adapter *ad, const peft_batch *b, peft_tensor *
         memcpy(fd, (lm ? h : p)->data, (size_t)(B * per) * sizeof(float));
         for (int64_t i = 0; b->example_ids && i < B; i++) {
             peft__feature *slot = NULL;
-            TRY(cache_slot(ad, b->example_ids[i], &slot));
+            PEFT__TRY(cache_slot(ad, b->example_ids[i], &slot));
             if (!slot->data || slot->T != T) {
                 peft__free(ctx, slot->data);
                 slot->data = peft__malloc(ctx, (size_t)per * sizeof(float));
@@ -202,21 +197,21 @@ static peft_status batch_logits(peft_adapter *ad, const peft_batch *b, int train
     if (ad->task.kind == PEFT_TASK_LM) {
         if (ad->cache_features) {
             peft_tensor *h;
-            TRY(features(ad, b, &h));
+            PEFT__TRY(features(ad, b, &h));
             return peft_linear(ctx, h, ad->lm_head ? ad->lm_head : m->head.w, NULL, logits);
         }
         peft_tensor *ids;
-        TRY(i32_tensor(ctx, 2, shape, b->ids, &ids));
+        PEFT__TRY(i32_tensor(ctx, 2, shape, b->ids, &ids));
         return peft_model_forward(m, ids, logits, NULL);
     }
     peft_tensor *p;
     if (ad->cache_features) {
-        TRY(features(ad, b, &p));
+        PEFT__TRY(features(ad, b, &p));
     } else {
         peft_tensor *ids, *h;
-        TRY(i32_tensor(ctx, 2, shape, b->ids, &ids));
-        TRY(class_hidden(ad, ids, &h));
-        TRY(pool(ad, b, h, &p));
+        PEFT__TRY(i32_tensor(ctx, 2, shape, b->ids, &ids));
+        PEFT__TRY(class_hidden(ad, ids, &h));
+        PEFT__TRY(pool(ad, b, h, &p));
     }
     return head(ad, p, training, logits);
 }
@@ -227,7 +222,7 @@ peft_status peft_adapter_loss(peft_adapter *ad, const peft_batch *b, int trainin
     if (!ad) return PEFT_ERR_INVALID_ARG;
     if (!loss) return peft__fail(ad->ctx, PEFT_ERR_INVALID_ARG, "%s: loss is NULL", fn);
     *loss = NULL;
-    TRY(check_batch(ad, b, fn));
+    PEFT__TRY(check_batch(ad, b, fn));
     peft_tensor *logits, *targets, *h = NULL;
     peft_status st;
     ad->training = training != 0;
@@ -249,8 +244,8 @@ peft_status peft_adapter_loss(peft_adapter *ad, const peft_batch *b, int trainin
     }
     st = batch_logits(ad, b, training, &logits);
     ad->training = false;
-    TRY(st);
-    TRY(i32_tensor(ad->ctx, 1, &b->B, b->labels, &targets));
+    PEFT__TRY(st);
+    PEFT__TRY(i32_tensor(ad->ctx, 1, &b->B, b->labels, &targets));
     return peft_cross_entropy(ad->ctx, logits, targets, IGNORE, loss);
 }
 
@@ -260,7 +255,7 @@ peft_status peft_adapter_eval(peft_adapter *ad, const peft_batch *b, double *los
     if (!ad) return PEFT_ERR_INVALID_ARG;
     if (!loss_sum || !count || !correct) return peft__fail(ad->ctx, PEFT_ERR_INVALID_ARG, "%s: NULL output", fn);
     *loss_sum = 0, *count = 0, *correct = 0;
-    TRY(check_batch(ad, b, fn));
+    PEFT__TRY(check_batch(ad, b, fn));
     peft_ctx *ctx = ad->ctx;
     int prev = peft_set_grad_enabled(ctx, 0);
     peft_tensor *logits = NULL, *targets = NULL;

@@ -454,3 +454,14 @@ peft_status peft__check_rows(peft_ctx *ctx, const char *op, const char *arg, con
     }
     return PEFT_OK;
 }
+
+peft_status peft__unary_begin(peft_ctx *ctx, const char *op, peft_tensor *x, peft_tensor **out, peft_tensor **y)
+{
+    if (!ctx) return PEFT_ERR_INVALID_ARG;
+    if (!out) return peft__fail(ctx, PEFT_ERR_INVALID_ARG, "%s: out is NULL", op);
+    *out = NULL;
+    peft_status st;
+    if ((st = peft__check_f32(ctx, op, "x", x)) != PEFT_OK) return st;
+    if ((st = peft__check_contiguous(ctx, op, "x", x)) != PEFT_OK) return st;
+    return peft__new_output(ctx, op, x->ndim, x->shape, y);
+}

@@ -42,6 +42,7 @@
 
 typedef struct peft__pool peft__pool;
 typedef struct peft__node peft__node;
+typedef struct peft__gemm peft__gemm;
 
 struct peft_ctx {
     int n_threads;
@@ -57,6 +58,7 @@ struct peft_ctx {
     char errmsg[PEFT__ERRMSG_SIZE];
     peft_arena *arena; /* scratch: op outputs, saved activations, tape nodes */
     peft__pool *pool;  /* worker threads (NULL when n_threads == 1) */
+    peft__gemm *gemm;  /* own GEMM's per-thread workspaces (NULL: OpenBLAS does every GEMM) */
     /* strategies registered in this context (lib/strategy/registry.c) */
     void *registry;
     void (*registry_free)(peft_ctx *ctx, void *registry);
@@ -146,6 +148,8 @@ typedef void (*peft__range_fn)(void *arg, size_t begin, size_t end);
 void peft__parallel_for(peft_ctx *ctx, size_t n, size_t grain, peft__range_fn fn, void *arg);
 peft_status peft__pool_create(peft_ctx *ctx, int n_threads, peft__pool **out);
 void peft__pool_destroy(peft_ctx *ctx, peft__pool *pool);
+/* 0 on a thread outside the pool, i on worker i (the part it runs). */
+int peft__pool_thread_slot(void);
 
 /* ---- tensors ---- */
 
@@ -274,6 +278,14 @@ void peft__sgemm_ref(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K
                      const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                      int64_t ldc);
 void peft__blas_set_threads(int n);
+
+/* The own AVX-512 GEMM (gemm.c): available on this CPU; per-thread packing
+ * workspaces; the product itself (same contract as peft__sgemm, K > 0). */
+bool peft__gemm_available(void);
+peft_status peft__gemm_create(peft_ctx *ctx, int n_slots, peft__gemm **out);
+void peft__gemm_destroy(peft_ctx *ctx, peft__gemm *gemm);
+void peft__gemm_run(peft_ctx *ctx, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
 
 /* out[N, OC] (+)= x[N, C] W^T (beta 0 or 1) and dx[N, C] += dout[N, OC] W, for W [OC, C]
  * in any storage dtype (half and q8_0 weights are converted in f32 tiles). (matmul.c) */

@@ -116,6 +116,12 @@ peft_ctx *cli_ctx(const cli_args *a)
     peft_ctx_opts o = peft_ctx_opts_default();
     o.n_threads = (int)threads;
     o.seed = (uint64_t)seed;
+    const char *gemm = cli_get(a, "gemm"); /* only commands that list --gemm accept it */
+    if (gemm && strcmp(gemm, "auto") != 0 && strcmp(gemm, "openblas") != 0) {
+        fprintf(stderr, "peft: --gemm must be auto or openblas, not '%s'\n", gemm);
+        return NULL;
+    }
+    if (gemm && strcmp(gemm, "openblas") == 0) o.gemm = PEFT_GEMM_OPENBLAS;
     peft_ctx *ctx = NULL;
     peft_status st = peft_ctx_create(&o, &ctx);
     if (st != PEFT_OK) {

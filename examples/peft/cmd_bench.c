@@ -47,7 +47,7 @@
 
 static const char *const flags[] = {"help", "json", "sgemm-peak", NULL};
 static const char *const valued[] = {"arch", "layers", "d", "heads", "kv-heads", "ffn", "vocab", "batch", "seq", "strategy",
-                                     "lora-r", "lora-targets", "steps", "warmup", "threads", "seed", "peak-gflops", NULL};
+                                     "lora-r", "lora-targets", "steps", "warmup", "threads", "seed", "peak-gflops", "gemm", NULL};
 
 static void usage(FILE *f)
 {
@@ -63,6 +63,8 @@ static void usage(FILE *f)
             "  --lora-r R [8]  --lora-targets LIST [gpt2: c_attn; llama: q_proj,v_proj]\n"
             "  --steps N [6]    optimizer steps, the first --warmup W [2] untimed\n"
             "  --threads N [all cores]  --seed S [1]\n"
+            "  --gemm auto|openblas [auto]  matrix products: the own AVX-512 GEMM when the CPU\n"
+            "                   has it (auto), or OpenBLAS for every product\n"
             "  --peak-gflops G  sgemm rate for MFU (default: measured, about a second)\n"
             "output:\n"
             "  --json           one JSON object: tokens_per_s, step_ms_median, peak_rss_mib,\n"

@@ -88,7 +88,13 @@ typedef struct peft_ctx_opts {
     /* Optional diagnostics hook; the library never prints. */
     peft_log_fn log;
     void *log_user;
+    /* Matrix products: PEFT_GEMM_AUTO = the library's own AVX-512 GEMM on the
+     * context's threads when the CPU has AVX-512F, else OpenBLAS;
+     * PEFT_GEMM_OPENBLAS = always OpenBLAS (for comparison). */
+    int gemm;
 } peft_ctx_opts;
+
+enum { PEFT_GEMM_AUTO = 0, PEFT_GEMM_OPENBLAS = 1 };
 
 PEFT_API peft_ctx_opts peft_ctx_opts_default(void);
 

@@ -143,7 +143,17 @@ peft_status peft_ctx_create(const peft_ctx_opts *opts, peft_ctx **out)
         st = peft__pool_create(ctx, n, &ctx->pool);
         if (st != PEFT_OK) goto fail;
     }
-    if (o.set_blas_threads) peft__blas_set_threads(n);
+    if (o.gemm != PEFT_GEMM_AUTO && o.gemm != PEFT_GEMM_OPENBLAS) {
+        st = PEFT_ERR_INVALID_ARG;
+        goto fail;
+    }
+    if (o.gemm == PEFT_GEMM_AUTO && peft__gemm_available()) {
+        st = peft__gemm_create(ctx, n, &ctx->gemm);
+        if (st != PEFT_OK) goto fail;
+    }
+    /* With the own GEMM, OpenBLAS only serves rare fallbacks: one thread, so
+     * its workers never compete with the pool's. */
+    if (o.set_blas_threads) peft__blas_set_threads(ctx->gemm ? 1 : n);
     *out = ctx;
     return PEFT_OK;
 fail:
@@ -156,6 +166,7 @@ void peft_ctx_destroy(peft_ctx *ctx)
     if (!ctx) return;
     if (ctx->registry_free) ctx->registry_free(ctx, ctx->registry);
     peft__pool_destroy(ctx, ctx->pool);
+    peft__gemm_destroy(ctx, ctx->gemm);
     peft_arena_destroy(ctx->arena);
     ctx->free(ctx->alloc_user, ctx);
 }

@@ -49,9 +49,16 @@ static void run_part(peft__pool *p, size_t part)
     if (begin < end) p->fn(p->arg, begin, end);
 }
 
+/* Which range of a parallel_for this thread runs: 0 on the calling thread,
+ * i on worker i. Kernels index per-thread workspaces with it. */
+static _Thread_local int thread_slot;
+
+int peft__pool_thread_slot(void) { return thread_slot; }
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
+    thread_slot = w->index;
     peft__pool *p = w->pool;
     uint64_t seen = 0;
     for (;;) {

@@ -11,11 +11,15 @@ void peft__blas_set_threads(int n)
 void peft__sgemm(peft_ctx *ctx, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc)
 {
-    (void)ctx;
     if (M <= 0 || N <= 0) return;
     if (K <= 0) { /* C = beta * C */
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+        return;
+    }
+    /* the own GEMM, unless a thread outside this context's pool calls in */
+    if (ctx && ctx->gemm && peft__pool_thread_slot() < ctx->n_threads) {
+        peft__gemm_run(ctx, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     PEFT_ASSERT(M <= INT32_MAX && N <= INT32_MAX && K <= INT32_MAX);

@@ -18,7 +18,10 @@
 #define CPU_RELAX() ((void)0)
 #endif
 
-#define SPIN_ROUNDS 2000
+#ifndef PEFT_POOL_SPIN
+#define PEFT_POOL_SPIN 2000
+#endif
+#define SPIN_ROUNDS PEFT_POOL_SPIN
 
 typedef struct worker {
     peft__pool *pool;

@@ -114,15 +114,17 @@ peft_status peft_linear_cross_entropy(peft_ctx *ctx, peft_tensor *h, peft_tensor
     size_t gbytes;
     if (!peft__mul_ok((size_t)N, (size_t)V * sizeof(float), &gbytes))
         return peft__fail(ctx, PEFT_ERR_SHAPE, "%s: %lld x %lld logits overflow", op, (long long)N, (long long)V);
-    /* with the tape: one [N, V] gradient buffer; without: one block, rewound after */
-    const int64_t block = record ? N : (N < 64 ? N : 64);
+    /* with the tape: one [N, V] gradient buffer, filled by one product over
+     * every row (W is packed once, not once per block); without: blocks of
+     * rows, rewound after */
+    const int64_t block = record ? N : (N < 128 ? N : 128);
     size_t mark = peft_arena_mark(ctx->arena);
     float *G = peft__scratch(ctx, (size_t)block * (size_t)V * sizeof(float), op);
     double *row_loss = peft__scratch(ctx, (size_t)N * sizeof(double), op);
     if (!G || !row_loss) return PEFT_ERR_NOMEM;
     const float inv = count ? 1.0f / (float)count : 0.0f;
-    for (int64_t r0 = 0; r0 < N; r0 += 64) {
-        const int64_t rows = N - r0 < 64 ? N - r0 : 64;
+    for (int64_t r0 = 0; r0 < N; r0 += block) {
+        const int64_t rows = N - r0 < block ? N - r0 : block;
         float *Gb = record ? G + r0 * V : G;
         const float *hb = (const float *)h->data + r0 * peft__row_stride(h);
         if ((st = peft__linear_rows(ctx, hb, peft__row_stride(h), w, rows, Gb, 0.0f)) != PEFT_OK) return st;

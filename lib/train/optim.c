@@ -178,12 +178,14 @@ void peft_opt_destroy(peft_opt *opt)
 {
     if (!opt) return;
     peft_ctx *ctx = opt->ctx;
-    if (opt->finalized)
-        for (size_t i = 0; i < opt->n_params; i++) detach_param(opt, &opt->params[i]);
-    peft__free(ctx, opt->grad);
+    /* the moments go first: detaching copies every gradient out of the flat
+     * buffer, and that copy should not stack on top of the whole state */
     peft__free(ctx, opt->m);
     peft__free(ctx, opt->v);
     peft__free(ctx, opt->partial);
+    if (opt->finalized)
+        for (size_t i = 0; i < opt->n_params; i++) detach_param(opt, &opt->params[i]);
+    peft__free(ctx, opt->grad);
     peft__free(ctx, opt->params);
     peft__free(ctx, opt->groups);
     peft__free(ctx, opt);

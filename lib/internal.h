@@ -66,6 +66,7 @@ struct peft_ctx {
     bool grad_enabled;
     peft__node *tape_tail; /* last recorded node; nodes link backwards */
     size_t tape_len;
+    void *grad_free; /* released intermediate gradients, reused during backward (tape.c) */
 };
 
 /* Set the context's error and return `code` (one-line error paths). ctx may be NULL. */
@@ -158,6 +159,7 @@ enum {
     PEFT__T_OWNS_GRAD = 1u << 1,     /* grad from peft__malloc, freed on destroy */
     PEFT__T_REQUIRES_GRAD = 1u << 2, /* a leaf that trains, or an op output on the tape */
     PEFT__T_SCRATCH = 1u << 3,       /* the handle lives in the arena */
+    PEFT__T_SCRATCH_GRAD = 1u << 4,  /* grad from peft__grad_buffer's arena block: released after its node */
 };
 
 struct peft_tensor {

@@ -3,7 +3,15 @@
  * Nodes are recorded in execution order, which is a topological order, so
  * backward is a single walk from the newest node to the oldest. Nodes, saved
  * activations and the gradients of intermediate tensors all live in the
- * scratch arena; backward ends by rewinding it. */
+ * scratch arena; backward ends by rewinding it.
+ *
+ * The gradient of an op output is dead once its producing node's backward
+ * has run (every consumer is newer, so it ran before). Its arena block then
+ * goes on a free list (address-ordered, neighbours merged) from which later
+ * gradients are taken best-fit, so backward holds only the gradients live at
+ * one time instead of all of them. The arena stays bump-only: the blocks are
+ * part of it and vanish with the reset that ends backward, and an identical
+ * step makes the identical sequence of requests, so it needs no new memory. */
 #include <string.h>
 
 #include "../internal.h"
@@ -49,14 +57,79 @@ peft_status peft__record(peft_ctx *ctx, const char *op, peft__backward_fn backwa
     return PEFT_OK;
 }
 
+/* A released gradient block, written over its own first bytes (blocks are
+ * multiples of 64 bytes). */
+typedef struct free_block {
+    size_t size;
+    struct free_block *next;
+} free_block;
+
+/* Bytes of t's gradient as the arena lays it out (64-byte multiples). */
+static bool grad_bytes(const peft_tensor *t, size_t *bytes)
+{
+    size_t b;
+    if (!peft__mul_ok((size_t)peft_tensor_numel(t), sizeof(float), &b) || !peft__add_ok(b, PEFT__ALIGN - 1, &b))
+        return false;
+    *bytes = b & ~(size_t)(PEFT__ALIGN - 1);
+    return true;
+}
+
+/* The smallest free block of at least `bytes`, cut to size (the rest stays
+ * free in its place); NULL when none fits. */
+static void *take_free(peft_ctx *ctx, size_t bytes)
+{
+    free_block **best = NULL;
+    for (free_block **p = (free_block **)&ctx->grad_free; *p; p = &(*p)->next)
+        if ((*p)->size >= bytes && (!best || (*p)->size < (*best)->size)) best = p;
+    if (!best) return NULL;
+    free_block *b = *best;
+    if (b->size == bytes) {
+        *best = b->next;
+    } else {
+        free_block *rest = (free_block *)((unsigned char *)b + bytes);
+        rest->size = b->size - bytes;
+        rest->next = b->next;
+        *best = rest;
+    }
+    return b;
+}
+
+/* Return a block to the address-ordered list, merging it with free
+ * neighbours. (Two arena chunks are never adjacent: every allocation carries
+ * a header, so merged blocks stay inside one chunk.) */
+static void give_free(peft_ctx *ctx, void *ptr, size_t bytes)
+{
+    free_block *b = ptr, *prev = NULL, *next = ctx->grad_free;
+    while (next && (unsigned char *)next < (unsigned char *)b) {
+        prev = next;
+        next = next->next;
+    }
+    b->size = bytes;
+    b->next = next;
+    if (next && (unsigned char *)b + b->size == (unsigned char *)next) {
+        b->size += next->size;
+        b->next = next->next;
+    }
+    if (prev && (unsigned char *)prev + prev->size == (unsigned char *)b) {
+        prev->size += b->size;
+        prev->next = b->next;
+    } else if (prev) {
+        prev->next = b;
+    } else {
+        ctx->grad_free = b;
+    }
+}
+
 peft_status peft__grad_buffer(peft_ctx *ctx, peft_tensor *t, float **out)
 {
     if (!t->grad) {
         size_t bytes;
-        if (!peft__mul_ok((size_t)peft_tensor_numel(t), sizeof(float), &bytes))
-            return peft__fail(ctx, PEFT_ERR_SHAPE, "backward: gradient too large");
-        t->grad = peft__scratch_zero(ctx, bytes, "backward");
-        if (!t->grad) return PEFT_ERR_NOMEM;
+        if (!grad_bytes(t, &bytes)) return peft__fail(ctx, PEFT_ERR_SHAPE, "backward: gradient too large");
+        float *g = take_free(ctx, bytes);
+        if (g) memset(g, 0, bytes);
+        else if (!(g = peft__scratch_zero(ctx, bytes, "backward"))) return PEFT_ERR_NOMEM;
+        t->grad = g;
+        t->flags |= PEFT__T_SCRATCH_GRAD;
     }
     *out = t->grad;
     return PEFT_OK;
@@ -67,15 +140,23 @@ void peft_graph_release(peft_ctx *ctx)
     if (!ctx) return;
     ctx->tape_tail = NULL;
     ctx->tape_len = 0;
+    ctx->grad_free = NULL; /* the blocks belong to the arena */
     peft_arena_reset(ctx->arena);
 }
 
 static peft_status run_backward(peft_ctx *ctx, peft_tensor *root)
 {
     for (peft__node *n = root->node; n; n = n->prev) {
-        if (!n->out->grad) continue; /* nothing flowed into this node */
+        peft_tensor *out = n->out;
+        if (!out->grad) continue; /* nothing flowed into this node */
         peft_status st = n->backward(ctx, n);
         if (st != PEFT_OK) return st;
+        if (out->flags & PEFT__T_SCRATCH_GRAD) { /* every consumer has run: the gradient is dead */
+            size_t bytes;
+            if (grad_bytes(out, &bytes)) give_free(ctx, out->grad, bytes);
+            out->grad = NULL;
+            out->flags &= ~(uint32_t)PEFT__T_SCRATCH_GRAD;
+        }
     }
     return PEFT_OK;
 }

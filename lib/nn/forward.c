@@ -123,9 +123,25 @@ peft_status peft__run_blocks(peft_model *m, peft__kv *kv, peft_tensor *ids, peft
         PEFT__TRY(peft_embedding(ctx, m->pos_emb, pos, &pe)); /* [T, C] broadcast over B */
         PEFT__TRY(peft_add(ctx, h, pe, &h));
     }
+    /* Without a tape nothing of a block outlives it but its output: copy that
+     * into one of two [B, T, C] buffers (a block reads one, its output goes to
+     * the other) and rewind the arena, so a no-grad forward (frozen-base
+     * features, evaluation, generation) holds one block's scratch, not all. */
+    peft_tensor *keep[2] = {NULL, NULL};
+    if (!ctx->grad_enabled && !hidden) {
+        PEFT__TRY(peft__new_output(ctx, "forward", h->ndim, h->shape, &keep[0]));
+        PEFT__TRY(peft__new_output(ctx, "forward", h->ndim, h->shape, &keep[1]));
+    }
     for (int64_t l = 0; l < m->cfg.n_layer; l++) {
+        const size_t mark = peft_arena_mark(ctx->arena);
         PEFT__TRY(m->cfg.arch == PEFT_ARCH_GPT2 ? gpt2_block(m, kv, l, h, &h) : llama_block(m, kv, l, h, &h));
         if (hidden) hidden[l] = h;
+        if (keep[0]) {
+            peft_tensor *dst = keep[l & 1];
+            memcpy(dst->data, h->data, (size_t)peft_tensor_numel(h) * sizeof(float));
+            PEFT__TRY(peft_arena_rewind(ctx->arena, mark));
+            h = dst;
+        }
     }
     if (m->cfg.arch == PEFT_ARCH_GPT2) return peft_layernorm(ctx, h, m->normf_w, m->normf_b, m->cfg.norm_eps, out);
     return peft_rmsnorm(ctx, h, m->normf_w, m->cfg.norm_eps, out);

@@ -160,6 +160,7 @@ static peft_status features(peft_adapter *ad, const peft_batch *b, peft_tensor *
     PEFT__TRY(peft__new_output(ctx, "features", lm ? 3 : 2, lm ? shape : pshape, &f));
     float *fd = f->data;
     if (!all_cached) {
+        const size_t mark = peft_arena_mark(ctx->arena); /* the base forward's scratch dies once copied */
         int prev = peft_set_grad_enabled(ctx, 0);
         peft_tensor *ids, *h, *p;
         peft_status st = i32_tensor(ctx, 2, shape, b->ids, &ids);
@@ -180,6 +181,7 @@ static peft_status features(peft_adapter *ad, const peft_batch *b, peft_tensor *
             slot->set = b->example_set;
             memcpy(slot->data, fd + i * per, (size_t)per * sizeof(float));
         }
+        PEFT__TRY(peft_arena_rewind(ctx->arena, mark));
     } else {
         for (int64_t i = 0; i < B; i++) memcpy(fd + i * per, ad->cache[b->example_ids[i]].data, (size_t)per * sizeof(float));
     }

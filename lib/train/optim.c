@@ -178,12 +178,14 @@ void peft_opt_destroy(peft_opt *opt)
 {
     if (!opt) return;
     peft_ctx *ctx = opt->ctx;
-    if (opt->finalized)
-        for (size_t i = 0; i < opt->n_params; i++) detach_param(opt, &opt->params[i]);
-    peft__free(ctx, opt->grad);
+    /* the moments go first: detaching copies every gradient out of the flat
+     * buffer, and that copy should not stack on top of the whole state */
     peft__free(ctx, opt->m);
     peft__free(ctx, opt->v);
     peft__free(ctx, opt->partial);
+    if (opt->finalized)
+        for (size_t i = 0; i < opt->n_params; i++) detach_param(opt, &opt->params[i]);
+    peft__free(ctx, opt->grad);
     peft__free(ctx, opt->params);
     peft__free(ctx, opt->groups);
     peft__free(ctx, opt);
@@ -298,8 +300,10 @@ peft_status peft_opt_finalize(peft_opt *opt)
     int n_moments = opt->o.kind == PEFT_OPT_ADAMW ? 2 : opt->o.momentum != 0.0f ? 1 : 0;
     size_t n_blocks = (n + NORM_BLOCK - 1) / NORM_BLOCK;
     float *grad = peft__malloc(ctx, bytes);
-    float *m = n_moments >= 1 ? peft__calloc(ctx, n, sizeof(float)) : NULL;
-    float *v = n_moments >= 2 ? peft__calloc(ctx, n, sizeof(float)) : NULL;
+    /* the moments are zeroed only after the parameters' own gradients are
+     * freed below, so their pages are not touched while those still exist */
+    float *m = n_moments >= 1 ? peft__malloc(ctx, bytes) : NULL;
+    float *v = n_moments >= 2 ? peft__malloc(ctx, bytes) : NULL;
     double *partial = peft__calloc(ctx, n_blocks, sizeof(double));
     if (!grad || (n_moments >= 1 && !m) || (n_moments >= 2 && !v) || !partial) {
         peft__free(ctx, grad);
@@ -318,6 +322,8 @@ peft_status peft_opt_finalize(peft_opt *opt)
         PEFT_ASSERT(st == PEFT_OK); /* add_param refused scratch tensors, the only failure */
         (void)st;
     }
+    if (m) memset(m, 0, bytes);
+    if (v) memset(v, 0, bytes);
     opt->n = n;
     opt->grad = grad;
     opt->m = m;

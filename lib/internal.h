@@ -281,6 +281,11 @@ static inline bool peft__needs_grad(const peft_tensor *t)
 /* The gradient buffer of t for accumulation, allocated zeroed in the arena for
  * op outputs on first use. Leaves that require a gradient always have one. */
 peft_status peft__grad_buffer(peft_ctx *ctx, peft_tensor *t, float **out);
+/* Like peft__grad_buffer, but a buffer this call allocates is left
+ * uninitialised and *fresh is set true: the caller must then WRITE every
+ * element (=, not +=), which saves zeroing it first. *fresh is false when
+ * the gradient already existed (accumulate as usual). */
+peft_status peft__grad_buffer_fresh(peft_ctx *ctx, peft_tensor *t, float **out, bool *fresh);
 /* Backward from any recorded tensor with its gradient seeded to `dout`
  * (numel floats); releases the graph like peft_backward. For tests. */
 peft_status peft__backward_seeded(peft_ctx *ctx, peft_tensor *out, const float *dout);

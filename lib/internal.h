@@ -311,6 +311,11 @@ peft_status peft__linear_rows_dx(peft_ctx *ctx, const float *dout, const peft_te
 /* Shared row kernels (matmul.c): out[n, :] += b for N rows of OC; db += column sums of dout. */
 void peft__bias_add_rows(peft_ctx *ctx, float *out, const float *b, int64_t N, int64_t OC);
 void peft__bias_grad(peft_ctx *ctx, const float *dout, int64_t N, int64_t OC, float *db);
+/* peft__linear_rows_dx into a gradient buffer from peft__grad_buffer_fresh:
+ * when fresh, dx = dout W without zeroing dx first (f32 W: one sgemm with
+ * beta 0), else dx += dout W. (matmul.c) */
+peft_status peft__linear_rows_dx_grad(peft_ctx *ctx, const float *dout, const peft_tensor *w, int64_t N, float *dx,
+                                      bool fresh);
 
 /* ---- rotary embedding (ops/rope.c), shared with attention ---- */
 

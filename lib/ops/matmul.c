@@ -164,6 +164,18 @@ peft_status peft__linear_rows_dx(peft_ctx *ctx, const float *dout, const peft_te
     return PEFT_OK;
 }
 
+peft_status peft__linear_rows_dx_grad(peft_ctx *ctx, const float *dout, const peft_tensor *w, int64_t N, float *dx,
+                                      bool fresh)
+{
+    const int64_t OC = w->shape[0], C = w->shape[1];
+    if (fresh && w->dtype == PEFT_DTYPE_F32) {
+        peft__sgemm(ctx, false, false, N, C, OC, 1.0f, dout, OC, w->data, C, 0.0f, dx, C);
+        return PEFT_OK;
+    }
+    if (fresh) memset(dx, 0, (size_t)(N * C) * sizeof *dx);
+    return peft__linear_rows_dx(ctx, dout, w, N, dx);
+}
+
 typedef struct bias_rows_arg {
     const float *dout;
     float *db;
@@ -247,8 +259,9 @@ static peft_status linear_backward(peft_ctx *ctx, peft__node *node)
     }
     if (peft__needs_grad(x)) {
         float *dx;
-        if ((st = peft__grad_buffer(ctx, x, &dx)) != PEFT_OK) return st;
-        if ((st = peft__linear_rows_dx(ctx, dout, w, N, dx)) != PEFT_OK) return st;
+        bool fresh;
+        if ((st = peft__grad_buffer_fresh(ctx, x, &dx, &fresh)) != PEFT_OK) return st;
+        if ((st = peft__linear_rows_dx_grad(ctx, dout, w, N, dx, fresh)) != PEFT_OK) return st;
     }
     return PEFT_OK;
 }

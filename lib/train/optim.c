@@ -361,8 +361,15 @@ static void norm_range(void *arg, size_t begin, size_t end)
     for (size_t b = begin; b < end; b++) {
         size_t lo = b * NORM_BLOCK, hi = lo + NORM_BLOCK < opt->n ? lo + NORM_BLOCK : opt->n;
         const float *g = opt->grad;
+        /* PEFT__VEC lane sums (vectorised at -O2), added in lane order: the
+         * block's value depends only on the block */
+        double lane[PEFT__VEC] = {0};
+        size_t i = lo;
+        for (; i + PEFT__VEC <= hi; i += PEFT__VEC)
+            for (size_t j = 0; j < PEFT__VEC; j++) lane[j] += (double)g[i + j] * (double)g[i + j];
         double s = 0.0;
-        for (size_t i = lo; i < hi; i++) s += (double)g[i] * (double)g[i];
+        for (size_t j = 0; j < PEFT__VEC; j++) s += lane[j];
+        for (; i < hi; i++) s += (double)g[i] * (double)g[i];
         opt->partial[b] = s;
     }
 }

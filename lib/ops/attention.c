@@ -234,6 +234,7 @@ typedef struct bwd_arg {
     attn_geom g;
     const float *out, *dout, *lse; /* (B,T,H*D), (B,T,H*D), (B,H,T) */
     float *dq, *dk, *dv;           /* (B,T,H*D), (B,S,Hkv*D) x2, contiguous; NULL when not needed */
+    bool zero_dq, zero_dk, zero_dv; /* uninitialised: each task zeroes the parts it owns first */
     size_t n_tasks, n_slots;
     float *p_tile;  /* per slot (BQ,BK) probabilities */
     float *dp_tile; /* per slot (BQ,BK) dP, then dS */
@@ -248,6 +249,15 @@ static void bwd_task(const bwd_arg *a, size_t task, float *p_tile, float *dp_til
     const float *k_b = g->k + b * S * g->ldk + kvh * D, *v_b = g->v + b * S * g->ldv + kvh * D;
     float *dk_b = a->dk ? a->dk + b * S * Ckv + kvh * D : NULL;
     float *dv_b = a->dv ? a->dv + b * S * Ckv + kvh * D : NULL;
+    /* zero what this task owns (not zeroed as whole buffers beforehand: this
+     * runs in parallel, right before the rows are used) */
+    for (int64_t j = 0; j < S; j++) {
+        if (a->zero_dk) memset(dk_b + j * Ckv, 0, (size_t)D * sizeof(float));
+        if (a->zero_dv) memset(dv_b + j * Ckv, 0, (size_t)D * sizeof(float));
+    }
+    if (a->zero_dq)
+        for (int64_t h = kvh * group; h < (kvh + 1) * group; h++)
+            for (int64_t t = 0; t < T; t++) memset(a->dq + (b * T + t) * C + h * D, 0, (size_t)D * sizeof(float));
     for (int64_t h = kvh * group; h < (kvh + 1) * group; h++) {
         for (int64_t i0 = 0; i0 < T; i0 += BQ) {
             const int64_t nq = T - i0 < BQ ? T - i0 : BQ;
@@ -318,18 +328,34 @@ static peft_status attention_backward(peft_ctx *ctx, peft__node *node)
     const bool rope = s->rope != PEFT_ROPE_NONE;
     const int64_t C = (int64_t)g->H * g->D, Ckv = (int64_t)g->Hkv * g->D;
     float *gq = NULL, *gk = NULL, *gv = NULL;
+    /* new gradient buffers are zeroed by the tasks, or written whole by the
+     * inverse rotation; only when q, k, v are distinct tensors (else the
+     * buffers are shared and simply accumulated) */
+    const bool distinct = q != k && q != v && k != v;
+    bool fresh_q = false, fresh_k = false, fresh_v = false;
     peft_status st;
-    if (need_q && (st = peft__grad_buffer(ctx, q, &gq)) != PEFT_OK) return st;
-    if (need_k && (st = peft__grad_buffer(ctx, k, &gk)) != PEFT_OK) return st;
-    if (need_v && (st = peft__grad_buffer(ctx, v, &gv)) != PEFT_OK) return st;
+    if (need_q && (st = peft__grad_buffer_fresh(ctx, q, &gq, &fresh_q)) != PEFT_OK) return st;
+    if (need_k && (st = peft__grad_buffer_fresh(ctx, k, &gk, &fresh_k)) != PEFT_OK) return st;
+    if (need_v && (st = peft__grad_buffer_fresh(ctx, v, &gv, &fresh_v)) != PEFT_OK) return st;
+    if (!distinct) {
+        if (fresh_q) memset(gq, 0, (size_t)(g->B * g->T * C) * sizeof(float));
+        if (fresh_k) memset(gk, 0, (size_t)(g->B * g->S * Ckv) * sizeof(float));
+        if (fresh_v) memset(gv, 0, (size_t)(g->B * g->S * Ckv) * sizeof(float));
+        fresh_q = fresh_k = fresh_v = false;
+    }
     size_t mark = peft_arena_mark(ctx->arena);
     bwd_arg a = {.ctx = ctx, .g = *g, .out = node->out->data, .dout = node->out->grad, .lse = s->lse,
-                 .dq = gq, .dk = gk, .dv = gv};
-    /* with RoPE, dQ and dK are first taken in the rotated space */
-    if (rope && need_q && !(a.dq = peft__scratch_zero(ctx, (size_t)(g->B * g->T * C) * sizeof(float), op)))
-        return PEFT_ERR_NOMEM;
-    if (rope && need_k && !(a.dk = peft__scratch_zero(ctx, (size_t)(g->B * g->S * Ckv) * sizeof(float), op)))
-        return PEFT_ERR_NOMEM;
+                 .dq = gq, .dk = gk, .dv = gv, .zero_dq = fresh_q, .zero_dk = fresh_k, .zero_dv = fresh_v};
+    /* with RoPE, dQ and dK are first taken in the rotated space (scratch the
+     * tasks zero), then rotated back into (fresh: written over) gq and gk */
+    if (rope && need_q) {
+        if (!(a.dq = peft__scratch(ctx, (size_t)(g->B * g->T * C) * sizeof(float), op))) return PEFT_ERR_NOMEM;
+        a.zero_dq = true;
+    }
+    if (rope && need_k) {
+        if (!(a.dk = peft__scratch(ctx, (size_t)(g->B * g->S * Ckv) * sizeof(float), op))) return PEFT_ERR_NOMEM;
+        a.zero_dk = true;
+    }
     a.n_tasks = (size_t)(g->B * g->Hkv);
     a.n_slots = slot_count(ctx, a.n_tasks);
     a.p_tile = peft__scratch(ctx, a.n_slots * BQ * BK * sizeof(float), op);
@@ -339,10 +365,10 @@ static peft_status attention_backward(peft_ctx *ctx, peft__node *node)
     peft__parallel_for(ctx, a.n_slots, 1, bwd_range, &a);
     if (rope && need_q) /* q was rotated at positions S-T+t */
         peft__rope_rows(ctx, s->rope, g->H, g->D, s->n_rot, s->cs + (g->S - g->T) * s->n_rot, gq, C, a.dq, C,
-                        g->B, g->T, PEFT__ROPE_INVERSE | PEFT__ROPE_ACCUM);
+                        g->B, g->T, PEFT__ROPE_INVERSE | (fresh_q ? 0u : PEFT__ROPE_ACCUM));
     if (rope && need_k)
         peft__rope_rows(ctx, s->rope, g->Hkv, g->D, s->n_rot, s->cs, gk, Ckv, a.dk, Ckv, g->B, g->S,
-                        PEFT__ROPE_INVERSE | PEFT__ROPE_ACCUM);
+                        PEFT__ROPE_INVERSE | (fresh_k ? 0u : PEFT__ROPE_ACCUM));
     peft_arena_rewind(ctx->arena, mark);
     return PEFT_OK;
 }

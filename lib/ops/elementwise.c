@@ -139,6 +139,44 @@ static void bin_grad_range(void *p, size_t begin, size_t end)
     else BIN_GRAD_LOOP(+=, sign * g[i]);
 }
 
+/* Both gradients in one pass over dout (a and b distinct tensors, both
+ * buffers new or both existing): da (+)= dout * B or dout, db (+)= dout * A
+ * or sign * dout. */
+typedef struct bin_grad2_arg {
+    const float *dout, *A, *B;
+    float *da, *db;
+    float sign;
+    bool mul, fresh;
+} bin_grad2_arg;
+
+#define BIN_GRAD2_LOOP(OP, EA, EB)                                 \
+    do {                                                           \
+        size_t i_ = begin;                                         \
+        for (; i_ + PEFT__VEC <= end; i_ += PEFT__VEC)             \
+            PEFT__IVDEP                                            \
+            for (size_t j_ = 0; j_ < PEFT__VEC; j_++) {            \
+                const size_t i = i_ + j_;                          \
+                da[i] OP EA;                                       \
+                db[i] OP EB;                                       \
+            }                                                      \
+        for (size_t i = i_; i < end; i++) {                        \
+            da[i] OP EA;                                           \
+            db[i] OP EB;                                           \
+        }                                                          \
+    } while (0)
+
+static void bin_grad2_range(void *p, size_t begin, size_t end)
+{
+    const bin_grad2_arg *a = p;
+    const float *g = a->dout, *A = a->A, *B = a->B;
+    float *da = a->da, *db = a->db;
+    const float sign = a->sign;
+    if (a->mul && a->fresh) BIN_GRAD2_LOOP(=, g[i] * B[i], g[i] * A[i]);
+    else if (a->mul) BIN_GRAD2_LOOP(+=, g[i] * B[i], g[i] * A[i]);
+    else if (a->fresh) BIN_GRAD2_LOOP(=, g[i], sign * g[i]);
+    else BIN_GRAD2_LOOP(+=, g[i], sign * g[i]);
+}
+
 static peft_status bin_backward(peft_ctx *ctx, peft__node *node)
 {
     const bin_saved *s = node->saved;
@@ -147,6 +185,17 @@ static peft_status bin_backward(peft_ctx *ctx, peft__node *node)
     float *da = NULL, *db = NULL;
     peft_status st;
     const float sign_b = s->kind == BIN_SUB ? -1.0f : 1.0f;
+    if (s->mode == 0 && a != b && peft__needs_grad(a) && peft__needs_grad(b)) {
+        bin_grad2_arg g = {.dout = dout, .A = a->data, .B = b->data, .sign = sign_b, .mul = s->kind == BIN_MUL};
+        bool fresh_a, fresh_b;
+        if ((st = peft__grad_buffer_fresh(ctx, a, &g.da, &fresh_a)) != PEFT_OK) return st;
+        if ((st = peft__grad_buffer_fresh(ctx, b, &g.db, &fresh_b)) != PEFT_OK) return st;
+        /* one pass needs one mode for both: zero a lone new buffer */
+        if (fresh_a != fresh_b) memset(fresh_a ? g.da : g.db, 0, (size_t)s->n * sizeof(float));
+        g.fresh = fresh_a && fresh_b;
+        peft__parallel_for(ctx, (size_t)s->n, 4096, bin_grad2_range, &g);
+        return PEFT_OK;
+    }
     if (s->mode == 0) {
         /* a's pass, then b's: when a and b are one tensor, the second call
          * finds the buffer a's pass wrote and accumulates into it */

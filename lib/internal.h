@@ -111,16 +111,24 @@ static inline uint64_t peft__hash64(uint64_t seed, uint64_t i)
 
 /* ---- fast elementary functions for the activation kernels ----
  * exp(x) = 2^k exp(r), r = x - k ln2 in [-ln2/2, ln2/2], exp(r) by its
- * degree-6 Taylor polynomial: relative error about 1.2e-7 (an ulp), no
- * branches, no libm call, so loops over it vectorise. Inputs are clamped to
- * the float range, which gives the right limits (0 and FLT_MAX-ish). */
+ * degree-6 Taylor polynomial: relative error about 1.2e-7 (an ulp). No
+ * branches and no libm call (floorf/fminf are calls at -O2 without
+ * -ffast-math), and the scale 2^k is built with integer ops on the bits of
+ * the rounded value instead of a float-to-int conversion, so loops over it
+ * vectorise. Inputs are clamped to the float range, which gives the right
+ * limits (0 and FLT_MAX-ish); a NaN input stays NaN through r and p. */
 static inline float peft__expf(float x)
 {
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
-    /* fmax/fmin drop a NaN operand: k stays a valid exponent for NaN input,
-     * whose NaN then flows through r and p into the result */
-    const float k = __builtin_fminf(__builtin_fmaxf(__builtin_floorf(x * 1.44269504088896341f + 0.5f), -126.0f), 127.0f);
+    /* adding 1.5 * 2^23 rounds x log2(e) to the nearest integer k (|k| <= 127)
+     * and leaves k in the low mantissa bits of kf */
+    const float shifter = 12582912.0f;
+    union {
+        float f;
+        int32_t i;
+    } kf = {.f = x * 1.44269504088896341f + shifter};
+    const float k = kf.f - shifter;
     const float r = (x - k * 0.693145751953125f) - k * 1.428606765330187e-06f; /* ln2 split hi + lo */
     float p = 1.3888889e-3f;
     p = p * r + 8.3333338e-3f;
@@ -132,12 +140,27 @@ static inline float peft__expf(float x)
     union {
         int32_t i;
         float f;
-    } scale = {.i = ((int32_t)k + 127) << 23};
+    } scale = {.i = (int32_t)((uint32_t)(kf.i - 0x4B400000 + 127) << 23)};
     return p * scale.f;
 }
 
 /* tanh(u) = 1 - 2 / (exp(2u) + 1): saturates to +-1 without NaN. */
 static inline float peft__tanhf(float u) { return 1.0f - 2.0f / (peft__expf(2.0f * u) + 1.0f); }
+
+/* Floats per block in loops written for gcc's -O2 vectoriser: its "very
+ * cheap" cost model only vectorises a loop whose trip count is a known
+ * multiple of the vector length, so hot elementwise loops run an inner loop
+ * `PEFT__IVDEP for (j = 0; j < PEFT__VEC; j++) ... [i + j]` (j counting
+ * from 0: `j < i + PEFT__VEC` could wrap), then a scalar tail doing the same
+ * per-element arithmetic (identical results). PEFT__IVDEP promises the
+ * vectoriser that the pointers do not overlap within the block (restrict on
+ * locals is not enough for gcc 12); use it only where that is true. */
+#define PEFT__VEC 16
+#if defined(__GNUC__) && !defined(__clang__)
+#define PEFT__IVDEP _Pragma("GCC ivdep")
+#else
+#define PEFT__IVDEP
+#endif
 
 /* ---- threads (pool.c) ---- */
 
@@ -264,6 +287,11 @@ static inline bool peft__needs_grad(const peft_tensor *t)
 /* The gradient buffer of t for accumulation, allocated zeroed in the arena for
  * op outputs on first use. Leaves that require a gradient always have one. */
 peft_status peft__grad_buffer(peft_ctx *ctx, peft_tensor *t, float **out);
+/* Like peft__grad_buffer, but a buffer this call allocates is left
+ * uninitialised and *fresh is set true: the caller must then WRITE every
+ * element (=, not +=), which saves zeroing it first. *fresh is false when
+ * the gradient already existed (accumulate as usual). */
+peft_status peft__grad_buffer_fresh(peft_ctx *ctx, peft_tensor *t, float **out, bool *fresh);
 /* Backward from any recorded tensor with its gradient seeded to `dout`
  * (numel floats); releases the graph like peft_backward. For tests. */
 peft_status peft__backward_seeded(peft_ctx *ctx, peft_tensor *out, const float *dout);
@@ -297,6 +325,11 @@ peft_status peft__linear_rows_dx(peft_ctx *ctx, const float *dout, const peft_te
 /* Shared row kernels (matmul.c): out[n, :] += b for N rows of OC; db += column sums of dout. */
 void peft__bias_add_rows(peft_ctx *ctx, float *out, const float *b, int64_t N, int64_t OC);
 void peft__bias_grad(peft_ctx *ctx, const float *dout, int64_t N, int64_t OC, float *db);
+/* peft__linear_rows_dx into a gradient buffer from peft__grad_buffer_fresh:
+ * when fresh, dx = dout W without zeroing dx first (f32 W: one sgemm with
+ * beta 0), else dx += dout W. (matmul.c) */
+peft_status peft__linear_rows_dx_grad(peft_ctx *ctx, const float *dout, const peft_tensor *w, int64_t N, float *dx,
+                                      bool fresh);
 
 /* ---- rotary embedding (ops/rope.c), shared with attention ---- */
 

@@ -256,6 +256,39 @@ START_TEST(numerics_attention_fused_qkv_view)
 }
 END_TEST
 
+/* q, k and v one op output (self-attention on x itself): the backward shares
+ * one gradient buffer for the three and must sum dq + dk + dv into it. */
+START_TEST(numerics_attention_shared_qkv_tensor)
+{
+    peft_ctx *ctx = tu_ctx(2, 25);
+    const acase cs[] = {
+        {2, 7, 7, 2, 2, 6, 1, PEFT_ROPE_NONE, 0, 0},
+        {1, 20, 20, 3, 3, 4, 1, PEFT_ROPE_HALF, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) {
+        const acase *c = &cs[i];
+        const int64_t C = (int64_t)c->H * c->D, n = c->B * c->T * C;
+        int64_t sh[3] = {c->B, c->T, C};
+        peft_tensor *x = tu_randn(ctx, 3, sh, 1.0f, 1), *x1, *y;
+        TU_OK(ctx, peft_scale(ctx, x, 1.0f, &x1)); /* an op output: its gradient is new in backward */
+        peft_attention_opts o = case_opts(c);
+        TU_OK(ctx, peft_attention(ctx, x1, x1, x1, &o, &y));
+        float *dout = rand_floats((size_t)n, 7);
+        double *out = malloc((size_t)n * sizeof *out), *dq = malloc((size_t)n * sizeof *dq);
+        double *dk = malloc((size_t)n * sizeof *dk), *dv = malloc((size_t)n * sizeof *dv);
+        const float *xd = peft_tensor_data(x);
+        ref_attention(c, xd, C, xd, C, xd, C, dout, out, dq, dk, dv);
+        for (int64_t j = 0; j < n; j++) dq[j] += dk[j] + dv[j];
+        TU_OK(ctx, peft__backward_seeded(ctx, y, dout));
+        const double e = err_vs(peft_tensor_grad(x), C, dq, c->B * c->T, C);
+        ck_assert_msg(e < 1e-5, "case %zu: shared q/k/v gradient error %g", i, e);
+        free(dout), free(out), free(dq), free(dk), free(dv);
+        peft_tensor_destroy(x);
+    }
+    peft_ctx_destroy(ctx);
+}
+END_TEST
+
 /* formats.md §3.5: HF-order weights with HALF equal GGUF-order weights
  * (q/k rows permuted per head: GGUF row j*D+2i+c <- HF row j*D+c*h+i)
  * with INTERLEAVED, so the attention output is the same. */
@@ -527,6 +560,7 @@ Suite *attention_suite(void)
     TCase *tc = tcase_create("numerics");
     tcase_add_test(tc, numerics_attention_reference);
     tcase_add_test(tc, numerics_attention_fused_qkv_view);
+    tcase_add_test(tc, numerics_attention_shared_qkv_tensor);
     tcase_add_test(tc, numerics_attention_hf_gguf_equivalence);
     tcase_add_test(tc, numerics_attention_rope_matches_peft_rope);
     tcase_add_test(tc, numerics_attention_threads_identical);

@@ -263,6 +263,46 @@ START_TEST(grad_same_input_frozen_and_accumulate)
 }
 END_TEST
 
+/* A chain of op outputs, so backward meets new (fresh) gradient buffers that
+ * kernels write instead of accumulating, next to existing ones: both inputs
+ * new, one new and one existing, a == b, then activations and a norm on new
+ * buffers. Rows of 37 cover the vector blocks and their tails. */
+static peft_status fwd_fresh_chain(peft_ctx *ctx, peft_tensor **in, void *arg, peft_tensor **out)
+{
+    (void)arg;
+    peft_tensor *t1, *t2, *t3, *m, *a, *s, *q, *g, *d;
+    PEFT__TRY(peft_scale(ctx, in[0], 1.0f, &t1));
+    PEFT__TRY(peft_scale(ctx, in[1], 0.5f, &t2));
+    PEFT__TRY(peft_scale(ctx, in[1], 1.5f, &t3));
+    PEFT__TRY(peft_mul(ctx, t1, t3, &m)); /* both gradients new */
+    PEFT__TRY(peft_add(ctx, m, t2, &a));  /* m's new, t2's exists by then (from the sub) */
+    PEFT__TRY(peft_silu(ctx, a, &s));
+    PEFT__TRY(peft_mul(ctx, s, s, &q)); /* one tensor twice */
+    PEFT__TRY(peft_gelu(ctx, q, &g));
+    PEFT__TRY(peft_sub(ctx, g, t2, &d)); /* both new */
+    return peft_layernorm(ctx, d, NULL, NULL, 1e-5f, out); /* (relu's kink would trouble the differences) */
+}
+
+START_TEST(grad_fresh_buffers)
+{
+    peft_ctx *ctx = tu_ctx(2, 16);
+    const int64_t shapes[][2] = {{3, 37}, {2, 16}, {1, 5}};
+    for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
+        peft_tensor *in[2] = {tu_randn(ctx, 2, shapes[c], 1.0f, 1), tu_randn(ctx, 2, shapes[c], 1.0f, 1)};
+        /* leave NaN in the arena, so a new buffer read before written shows */
+        const size_t nf = (size_t)1 << 18;
+        float *dirty = peft__scratch(ctx, nf * sizeof(float), "test");
+        ck_assert_ptr_nonnull(dirty);
+        for (size_t i = 0; i < nf; i++) dirty[i] = NAN;
+        peft_graph_release(ctx);
+        tu_gradcheck(ctx, "fresh chain", fwd_fresh_chain, in, 2, NULL, NULL);
+        peft_tensor_destroy(in[0]);
+        peft_tensor_destroy(in[1]);
+    }
+    peft_ctx_destroy(ctx);
+}
+END_TEST
+
 typedef struct scale_arg {
     float s;
 } scale_arg;
@@ -377,6 +417,7 @@ Suite *elementwise_suite(void)
     tcase_add_test(tc, grad_binary_all_paths);
     tcase_add_test(tc, grad_broadcast_is_summed);
     tcase_add_test(tc, grad_same_input_frozen_and_accumulate);
+    tcase_add_test(tc, grad_fresh_buffers);
     suite_add_tcase(s, tc);
     tc = tcase_create("api");
     tcase_add_test(tc, api_errors);

@@ -464,6 +464,57 @@ START_TEST(numerics_frozen_param_skipped)
 }
 END_TEST
 
+/* AdamW on parameters long enough for the 16-lane path (AVX-512 builds) with
+ * odd sizes and offsets, so vector blocks, tails and parameter boundaries
+ * all occur: the update must equal the plain float formula bit for bit. */
+START_TEST(numerics_adamw_vector_path)
+{
+    peft_ctx *ctx = tu_ctx(2, 11);
+    const int64_t sizes[3] = {37, 16411, 5};
+    peft_tensor *p[3];
+    rand_params(ctx, 3, sizes, p);
+    peft_opt_opts o = peft_opt_opts_default(PEFT_OPT_ADAMW);
+    o.lr = 1e-2f;
+    o.weight_decay = 0.1f;
+    peft_opt *opt = NULL;
+    TU_OK(ctx, peft_opt_create(ctx, &o, &opt));
+    for (int i = 0; i < 3; i++) TU_OK(ctx, peft_opt_add_param(opt, p[i], 0));
+    TU_OK(ctx, peft_opt_finalize(opt));
+    const size_t n = peft_opt_n_elems(opt);
+    float *w = malloc(n * sizeof *w), *m = calloc(n, sizeof *m), *v = calloc(n, sizeof *v);
+    for (int i = 0, off = 0; i < 3; off += (int)sizes[i], i++)
+        memcpy(w + off, peft_tensor_data(p[i]), (size_t)sizes[i] * sizeof *w);
+    const float b1 = (float)o.beta1, omb1 = (float)(1.0 - o.beta1);
+    const float b2 = (float)o.beta2, omb2 = (float)(1.0 - o.beta2);
+    for (int k = 1; k <= 3; k++) {
+        rand_grads(ctx, opt, 1.0f);
+        const float *g = peft_opt_grad(opt);
+        const double t = k, lr = o.lr;
+        const float decay = (float)(1.0 - lr * (double)o.weight_decay);
+        const float neg_step = (float)(-(lr / (1.0 - pow(o.beta1, t))));
+        const float bc2_sqrt = (float)sqrt(1.0 - pow(o.beta2, t));
+        for (size_t i = 0; i < n; i++) {
+            float pi = w[i] * decay;
+            m[i] = m[i] * b1 + omb1 * g[i];
+            v[i] = v[i] * b2 + omb2 * g[i] * g[i];
+            float denom = sqrtf(v[i]) / bc2_sqrt + o.eps;
+            w[i] = pi + neg_step * m[i] / denom;
+        }
+        TU_OK(ctx, peft_opt_step(opt));
+        for (int i = 0, off = 0; i < 3; off += (int)sizes[i], i++) {
+            const float *got = peft_tensor_data(p[i]);
+            for (int64_t j = 0; j < sizes[i]; j++)
+                ck_assert_msg(got[j] == w[off + j], "step %d, p%d[%lld]: %.9g != %.9g", k, i, (long long)j,
+                              (double)got[j], (double)w[off + j]);
+        }
+    }
+    free(w), free(m), free(v);
+    peft_opt_destroy(opt);
+    for (int i = 0; i < 3; i++) peft_tensor_destroy(p[i]);
+    peft_ctx_destroy(ctx);
+}
+END_TEST
+
 START_TEST(numerics_nonfinite_refused)
 {
     peft_ctx *ctx = tu_ctx(2, 5);
@@ -906,6 +957,7 @@ Suite *optim_suite(void)
     tcase_add_test(num, numerics_frozen_param_skipped);
     tcase_add_test(num, numerics_nonfinite_refused);
     tcase_add_test(num, numerics_threads_identical);
+    tcase_add_test(num, numerics_adamw_vector_path);
     suite_add_tcase(s, num);
     TCase *io = tcase_create("io");
     tcase_add_test(io, io_state_roundtrip);

@@ -77,6 +77,8 @@ static const rope_case cases[] = {
     {2, 5, 2, 10, 6, PEFT_ROPE_HALF, 1, 10000.0f},
     {1, 9, 4, 16, 0, PEFT_ROPE_HALF, 100, 500000.0f},  /* llama-3 theta */
     {3, 4, 1, 64, 0, PEFT_ROPE_INTERLEAVED, 2040, 10000.0f}, /* far positions */
+    {1, 3, 2, 70, 0, PEFT_ROPE_HALF, 2, 10000.0f},            /* half 35: vector blocks and a tail */
+    {2, 3, 2, 72, 40, PEFT_ROPE_HALF, 0, 10000.0f},           /* partial, half 20 */
 };
 
 START_TEST(numerics_rope_reference)

@@ -135,6 +135,21 @@ peft_status peft__grad_buffer(peft_ctx *ctx, peft_tensor *t, float **out)
     return PEFT_OK;
 }
 
+peft_status peft__grad_buffer_fresh(peft_ctx *ctx, peft_tensor *t, float **out, bool *fresh)
+{
+    *fresh = false;
+    if (!t->grad) {
+        size_t bytes;
+        if (!peft__mul_ok((size_t)peft_tensor_numel(t), sizeof(float), &bytes))
+            return peft__fail(ctx, PEFT_ERR_SHAPE, "backward: gradient too large");
+        t->grad = peft__scratch(ctx, bytes, "backward");
+        if (!t->grad) return PEFT_ERR_NOMEM;
+        *fresh = true;
+    }
+    *out = t->grad;
+    return PEFT_OK;
+}
+
 void peft_graph_release(peft_ctx *ctx)
 {
     if (!ctx) return;

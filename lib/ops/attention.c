@@ -68,6 +68,70 @@ static int64_t row_valid(const attn_geom *g, int64_t t, int64_t j0, int64_t nk)
     return n < nk ? n : nk;
 }
 
+/* ---- tile row kernels, written for the -O2 vectoriser (see PEFT__VEC):
+ * lane-wise partial results in blocks of PEFT__VEC, combined in lane order,
+ * so each depends only on the row, never on the thread partition. */
+
+/* max of s[0..n), n >= 1 (max is exact, so the lane split changes nothing). */
+static float row_max(const float *s, int64_t n)
+{
+    float mb = s[0];
+    int64_t c = 0;
+    if (n >= PEFT__VEC) {
+        float mx[PEFT__VEC];
+        for (int64_t j = 0; j < PEFT__VEC; j++) mx[j] = s[j];
+        for (c = PEFT__VEC; c + PEFT__VEC <= n; c += PEFT__VEC)
+            for (int64_t j = 0; j < PEFT__VEC; j++) mx[j] = s[c + j] > mx[j] ? s[c + j] : mx[j];
+        for (int64_t j = 0; j < PEFT__VEC; j++) mb = mx[j] > mb ? mx[j] : mb;
+    }
+    for (; c < n; c++) mb = s[c] > mb ? s[c] : mb;
+    return mb;
+}
+
+/* s[c] = exp(s[c] - m) for c < n. */
+static void exp_shift(float *s, int64_t n, float m)
+{
+    int64_t c = 0;
+    for (; c + PEFT__VEC <= n; c += PEFT__VEC)
+        for (int64_t j = 0; j < PEFT__VEC; j++) s[c + j] = peft__expf(s[c + j] - m);
+    for (; c < n; c++) s[c] = peft__expf(s[c] - m);
+}
+
+/* sum of x[d] over d < n in double. */
+static double sum_f64(const float *x, int64_t n)
+{
+    double acc[PEFT__VEC] = {0};
+    int64_t d = 0;
+    for (; d + PEFT__VEC <= n; d += PEFT__VEC)
+        for (int64_t j = 0; j < PEFT__VEC; j++) acc[j] += x[d + j];
+    double sum = 0.0;
+    for (int64_t j = 0; j < PEFT__VEC; j++) sum += acc[j];
+    for (; d < n; d++) sum += x[d];
+    return sum;
+}
+
+/* sum of x[d] y[d] over d < n in double. */
+static double dot_f64(const float *x, const float *y, int64_t n)
+{
+    double acc[PEFT__VEC] = {0};
+    int64_t d = 0;
+    for (; d + PEFT__VEC <= n; d += PEFT__VEC)
+        for (int64_t j = 0; j < PEFT__VEC; j++) acc[j] += (double)x[d + j] * y[d + j];
+    double sum = 0.0;
+    for (int64_t j = 0; j < PEFT__VEC; j++) sum += acc[j];
+    for (; d < n; d++) sum += (double)x[d] * y[d];
+    return sum;
+}
+
+/* x[d] *= a for d < n. */
+static void scale_row(float *x, int64_t n, float a)
+{
+    int64_t d = 0;
+    for (; d + PEFT__VEC <= n; d += PEFT__VEC)
+        for (int64_t j = 0; j < PEFT__VEC; j++) x[d + j] *= a;
+    for (; d < n; d++) x[d] *= a;
+}
+
 /* Tasks are split into n_slots contiguous ranges; each slot has its own scratch. */
 static size_t slot_count(const peft_ctx *ctx, size_t n_tasks)
 {
@@ -117,22 +181,15 @@ static void fwd_task(const fwd_arg *a, size_t task, float *s_tile, float *acc, f
                 memset(s_r, 0, (size_t)nk * sizeof *s_r);
                 continue;
             }
-            float mb = s_r[0];
-            for (int64_t c = 1; c < valid; c++) mb = s_r[c] > mb ? s_r[c] : mb;
+            const float mb = row_max(s_r, valid);
             const float m_new = mb > m[r] ? mb : m[r];
             const float alpha = expf(m[r] - m_new); /* 0 on the first block (m = -inf) */
-            double sum = 0.0;
-            for (int64_t c = 0; c < valid; c++) {
-                s_r[c] = expf(s_r[c] - m_new);
-                sum += s_r[c];
-            }
+            exp_shift(s_r, valid, m_new);
+            const double sum = sum_f64(s_r, valid);
             for (int64_t c = valid; c < nk; c++) s_r[c] = 0.0f;
             l[r] = l[r] * alpha + sum;
             m[r] = m_new;
-            if (alpha != 1.0f) {
-                float *acc_r = acc + r * D;
-                for (int64_t d = 0; d < D; d++) acc_r[d] *= alpha;
-            }
+            if (alpha != 1.0f) scale_row(acc + r * D, D, alpha);
         }
         /* acc (nq,D) += P V */
         peft__sgemm(a->ctx, false, false, nq, D, nk, 1.0f, s_tile, BK, v_b + j0 * g->ldv, g->ldv, 1.0f, acc, D);
@@ -140,7 +197,12 @@ static void fwd_task(const fwd_arg *a, size_t task, float *s_tile, float *acc, f
     for (int64_t r = 0; r < nq; r++) {
         float *out_r = a->out + (b * T + i0 + r) * C + h * D;
         const float inv = (float)(1.0 / l[r]);
-        for (int64_t d = 0; d < D; d++) out_r[d] = acc[r * D + d] * inv;
+        const float *acc_r = acc + r * D;
+        int64_t d = 0;
+        for (; d + PEFT__VEC <= D; d += PEFT__VEC)
+            PEFT__IVDEP /* out is the op's output, acc a private tile */
+            for (int64_t j = 0; j < PEFT__VEC; j++) out_r[d + j] = acc_r[d + j] * inv;
+        for (; d < D; d++) out_r[d] = acc_r[d] * inv;
         if (a->lse) a->lse[(b * g->H + h) * T + i0 + r] = m[r] + (float)log(l[r]);
     }
 }
@@ -172,6 +234,7 @@ typedef struct bwd_arg {
     attn_geom g;
     const float *out, *dout, *lse; /* (B,T,H*D), (B,T,H*D), (B,H,T) */
     float *dq, *dk, *dv;           /* (B,T,H*D), (B,S,Hkv*D) x2, contiguous; NULL when not needed */
+    bool zero_dq, zero_dk, zero_dv; /* uninitialised: each task zeroes the parts it owns first */
     size_t n_tasks, n_slots;
     float *p_tile;  /* per slot (BQ,BK) probabilities */
     float *dp_tile; /* per slot (BQ,BK) dP, then dS */
@@ -186,6 +249,15 @@ static void bwd_task(const bwd_arg *a, size_t task, float *p_tile, float *dp_til
     const float *k_b = g->k + b * S * g->ldk + kvh * D, *v_b = g->v + b * S * g->ldv + kvh * D;
     float *dk_b = a->dk ? a->dk + b * S * Ckv + kvh * D : NULL;
     float *dv_b = a->dv ? a->dv + b * S * Ckv + kvh * D : NULL;
+    /* zero what this task owns (not zeroed as whole buffers beforehand: this
+     * runs in parallel, right before the rows are used) */
+    for (int64_t j = 0; j < S; j++) {
+        if (a->zero_dk) memset(dk_b + j * Ckv, 0, (size_t)D * sizeof(float));
+        if (a->zero_dv) memset(dv_b + j * Ckv, 0, (size_t)D * sizeof(float));
+    }
+    if (a->zero_dq)
+        for (int64_t h = kvh * group; h < (kvh + 1) * group; h++)
+            for (int64_t t = 0; t < T; t++) memset(a->dq + (b * T + t) * C + h * D, 0, (size_t)D * sizeof(float));
     for (int64_t h = kvh * group; h < (kvh + 1) * group; h++) {
         for (int64_t i0 = 0; i0 < T; i0 += BQ) {
             const int64_t nq = T - i0 < BQ ? T - i0 : BQ;
@@ -193,10 +265,7 @@ static void bwd_task(const bwd_arg *a, size_t task, float *p_tile, float *dp_til
             const float *q_blk = g->q + (b * T + i0) * g->ldq + h * D;
             const float *do_blk = a->dout + row0, *lse_blk = a->lse + (b * g->H + h) * T + i0;
             for (int64_t r = 0; r < nq; r++) {
-                const float *do_r = do_blk + r * C, *o_r = a->out + row0 + r * C;
-                double s = 0.0;
-                for (int64_t d = 0; d < D; d++) s += (double)do_r[d] * o_r[d];
-                di[r] = (float)s;
+                di[r] = (float)dot_f64(do_blk + r * C, a->out + row0 + r * C, D);
             }
             const int64_t kend = key_end(g, i0, nq);
             for (int64_t j0 = 0; j0 < kend; j0 += BK) {
@@ -209,7 +278,7 @@ static void bwd_task(const bwd_arg *a, size_t task, float *p_tile, float *dp_til
                     float *p_r = p_tile + r * BK;
                     int64_t valid = row_valid(g, i0 + r, j0, nk);
                     if (valid < 0) valid = 0;
-                    for (int64_t c = 0; c < valid; c++) p_r[c] = expf(p_r[c] - lse_blk[r]);
+                    exp_shift(p_r, valid, lse_blk[r]);
                     for (int64_t c = valid; c < nk; c++) p_r[c] = 0.0f;
                 }
                 if (dv_b) /* dV (nk,D) += P^T dO */
@@ -221,7 +290,12 @@ static void bwd_task(const bwd_arg *a, size_t task, float *p_tile, float *dp_til
                 for (int64_t r = 0; r < nq; r++) {
                     const float *p_r = p_tile + r * BK;
                     float *ds_r = dp_tile + r * BK;
-                    for (int64_t c = 0; c < nk; c++) ds_r[c] = p_r[c] * (ds_r[c] - di[r]);
+                    const float di_r = di[r];
+                    int64_t c = 0;
+                    for (; c + PEFT__VEC <= nk; c += PEFT__VEC)
+                        PEFT__IVDEP /* p and dp are separate tiles */
+                        for (int64_t j = 0; j < PEFT__VEC; j++) ds_r[c + j] = p_r[c + j] * (ds_r[c + j] - di_r);
+                    for (; c < nk; c++) ds_r[c] = p_r[c] * (ds_r[c] - di_r);
                 }
                 if (a->dq) /* dQ (nq,D) += scale dS K */
                     peft__sgemm(a->ctx, false, false, nq, D, nk, g->scale, dp_tile, BK, k_blk, g->ldk, 1.0f,
@@ -254,18 +328,34 @@ static peft_status attention_backward(peft_ctx *ctx, peft__node *node)
     const bool rope = s->rope != PEFT_ROPE_NONE;
     const int64_t C = (int64_t)g->H * g->D, Ckv = (int64_t)g->Hkv * g->D;
     float *gq = NULL, *gk = NULL, *gv = NULL;
+    /* new gradient buffers are zeroed by the tasks, or written whole by the
+     * inverse rotation; only when q, k, v are distinct tensors (else the
+     * buffers are shared and simply accumulated) */
+    const bool distinct = q != k && q != v && k != v;
+    bool fresh_q = false, fresh_k = false, fresh_v = false;
     peft_status st;
-    if (need_q && (st = peft__grad_buffer(ctx, q, &gq)) != PEFT_OK) return st;
-    if (need_k && (st = peft__grad_buffer(ctx, k, &gk)) != PEFT_OK) return st;
-    if (need_v && (st = peft__grad_buffer(ctx, v, &gv)) != PEFT_OK) return st;
+    if (need_q && (st = peft__grad_buffer_fresh(ctx, q, &gq, &fresh_q)) != PEFT_OK) return st;
+    if (need_k && (st = peft__grad_buffer_fresh(ctx, k, &gk, &fresh_k)) != PEFT_OK) return st;
+    if (need_v && (st = peft__grad_buffer_fresh(ctx, v, &gv, &fresh_v)) != PEFT_OK) return st;
+    if (!distinct) {
+        if (fresh_q) memset(gq, 0, (size_t)(g->B * g->T * C) * sizeof(float));
+        if (fresh_k) memset(gk, 0, (size_t)(g->B * g->S * Ckv) * sizeof(float));
+        if (fresh_v) memset(gv, 0, (size_t)(g->B * g->S * Ckv) * sizeof(float));
+        fresh_q = fresh_k = fresh_v = false;
+    }
     size_t mark = peft_arena_mark(ctx->arena);
     bwd_arg a = {.ctx = ctx, .g = *g, .out = node->out->data, .dout = node->out->grad, .lse = s->lse,
-                 .dq = gq, .dk = gk, .dv = gv};
-    /* with RoPE, dQ and dK are first taken in the rotated space */
-    if (rope && need_q && !(a.dq = peft__scratch_zero(ctx, (size_t)(g->B * g->T * C) * sizeof(float), op)))
-        return PEFT_ERR_NOMEM;
-    if (rope && need_k && !(a.dk = peft__scratch_zero(ctx, (size_t)(g->B * g->S * Ckv) * sizeof(float), op)))
-        return PEFT_ERR_NOMEM;
+                 .dq = gq, .dk = gk, .dv = gv, .zero_dq = fresh_q, .zero_dk = fresh_k, .zero_dv = fresh_v};
+    /* with RoPE, dQ and dK are first taken in the rotated space (scratch the
+     * tasks zero), then rotated back into (fresh: written over) gq and gk */
+    if (rope && need_q) {
+        if (!(a.dq = peft__scratch(ctx, (size_t)(g->B * g->T * C) * sizeof(float), op))) return PEFT_ERR_NOMEM;
+        a.zero_dq = true;
+    }
+    if (rope && need_k) {
+        if (!(a.dk = peft__scratch(ctx, (size_t)(g->B * g->S * Ckv) * sizeof(float), op))) return PEFT_ERR_NOMEM;
+        a.zero_dk = true;
+    }
     a.n_tasks = (size_t)(g->B * g->Hkv);
     a.n_slots = slot_count(ctx, a.n_tasks);
     a.p_tile = peft__scratch(ctx, a.n_slots * BQ * BK * sizeof(float), op);
@@ -275,10 +365,10 @@ static peft_status attention_backward(peft_ctx *ctx, peft__node *node)
     peft__parallel_for(ctx, a.n_slots, 1, bwd_range, &a);
     if (rope && need_q) /* q was rotated at positions S-T+t */
         peft__rope_rows(ctx, s->rope, g->H, g->D, s->n_rot, s->cs + (g->S - g->T) * s->n_rot, gq, C, a.dq, C,
-                        g->B, g->T, PEFT__ROPE_INVERSE | PEFT__ROPE_ACCUM);
+                        g->B, g->T, PEFT__ROPE_INVERSE | (fresh_q ? 0u : PEFT__ROPE_ACCUM));
     if (rope && need_k)
         peft__rope_rows(ctx, s->rope, g->Hkv, g->D, s->n_rot, s->cs, gk, Ckv, a.dk, Ckv, g->B, g->S,
-                        PEFT__ROPE_INVERSE | PEFT__ROPE_ACCUM);
+                        PEFT__ROPE_INVERSE | (fresh_k ? 0u : PEFT__ROPE_ACCUM));
     peft_arena_rewind(ctx->arena, mark);
     return PEFT_OK;
 }

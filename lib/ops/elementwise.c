@@ -60,10 +60,27 @@ typedef struct bin_arg {
     int64_t nb;
 } bin_arg;
 
+/* out[i] = A[i] OP B[i] in PEFT__VEC blocks (the output is a new tensor,
+ * never overlapping the inputs), then the tail. */
+#define BIN_SAME_LOOP(OP)                                                            \
+    do {                                                                             \
+        size_t i_ = begin;                                                           \
+        for (; i_ + PEFT__VEC <= end; i_ += PEFT__VEC)                               \
+            PEFT__IVDEP                                                              \
+            for (size_t j_ = 0; j_ < PEFT__VEC; j_++) o[i_ + j_] = A[i_ + j_] OP B[i_ + j_]; \
+        for (; i_ < end; i_++) o[i_] = A[i_] OP B[i_];                               \
+    } while (0)
+
 static void bin_same_range(void *p, size_t begin, size_t end)
 {
     const bin_arg *a = p;
-    for (size_t i = begin; i < end; i++) a->out[i] = bin_apply(a->kind, a->a[i], a->b[i]);
+    const float *A = a->a, *B = a->b;
+    float *o = a->out;
+    switch (a->kind) {
+    case BIN_ADD: BIN_SAME_LOOP(+); break;
+    case BIN_SUB: BIN_SAME_LOOP(-); break;
+    case BIN_MUL: BIN_SAME_LOOP(*); break;
+    }
 }
 
 static void bin_trailing_range(void *p, size_t begin, size_t end)
@@ -88,6 +105,78 @@ static bool is_trailing_block(const peft_tensor *a, const peft_tensor *b)
     return peft__is_contiguous(a) && peft__is_contiguous(b);
 }
 
+/* One input's gradient for equal shapes: d[i] (+)= dout[i] * other[i] (mul)
+ * or sign * dout[i] (add, sub; exact). d is the input's gradient buffer, so
+ * it never overlaps dout or the data. */
+typedef struct bin_grad_arg {
+    const float *dout, *other; /* (n); other: the other input's data (mul) */
+    float *d;                  /* (n) accumulated, or written when fresh */
+    float sign;
+    bool mul, fresh;
+} bin_grad_arg;
+
+#define BIN_GRAD_LOOP(OP, EXPR)                                                               \
+    do {                                                                                      \
+        size_t i_ = begin;                                                                    \
+        for (; i_ + PEFT__VEC <= end; i_ += PEFT__VEC)                                        \
+            PEFT__IVDEP                                                                       \
+            for (size_t j_ = 0; j_ < PEFT__VEC; j_++) {                                       \
+                const size_t i = i_ + j_;                                                     \
+                d[i] OP EXPR;                                                                 \
+            }                                                                                 \
+        for (size_t i = i_; i < end; i++) d[i] OP EXPR;                                       \
+    } while (0)
+
+static void bin_grad_range(void *p, size_t begin, size_t end)
+{
+    const bin_grad_arg *a = p;
+    const float *g = a->dout, *o = a->other;
+    float *d = a->d;
+    const float sign = a->sign;
+    if (a->mul && a->fresh) BIN_GRAD_LOOP(=, g[i] * o[i]);
+    else if (a->mul) BIN_GRAD_LOOP(+=, g[i] * o[i]);
+    else if (a->fresh) BIN_GRAD_LOOP(=, sign * g[i]);
+    else BIN_GRAD_LOOP(+=, sign * g[i]);
+}
+
+/* Both gradients in one pass over dout (a and b distinct tensors, both
+ * buffers new or both existing): da (+)= dout * B or dout, db (+)= dout * A
+ * or sign * dout. */
+typedef struct bin_grad2_arg {
+    const float *dout, *A, *B;
+    float *da, *db;
+    float sign;
+    bool mul, fresh;
+} bin_grad2_arg;
+
+#define BIN_GRAD2_LOOP(OP, EA, EB)                                 \
+    do {                                                           \
+        size_t i_ = begin;                                         \
+        for (; i_ + PEFT__VEC <= end; i_ += PEFT__VEC)             \
+            PEFT__IVDEP                                            \
+            for (size_t j_ = 0; j_ < PEFT__VEC; j_++) {            \
+                const size_t i = i_ + j_;                          \
+                da[i] OP EA;                                       \
+                db[i] OP EB;                                       \
+            }                                                      \
+        for (size_t i = i_; i < end; i++) {                        \
+            da[i] OP EA;                                           \
+            db[i] OP EB;                                           \
+        }                                                          \
+    } while (0)
+
+static void bin_grad2_range(void *p, size_t begin, size_t end)
+{
+    const bin_grad2_arg *a = p;
+    const float *g = a->dout, *A = a->A, *B = a->B;
+    float *da = a->da, *db = a->db;
+    const float sign = a->sign;
+    if (a->mul && a->fresh) BIN_GRAD2_LOOP(=, g[i] * B[i], g[i] * A[i]);
+    else if (a->mul) BIN_GRAD2_LOOP(+=, g[i] * B[i], g[i] * A[i]);
+    else if (a->fresh) BIN_GRAD2_LOOP(=, g[i], sign * g[i]);
+    else BIN_GRAD2_LOOP(+=, g[i], sign * g[i]);
+}
+
 static peft_status bin_backward(peft_ctx *ctx, peft__node *node)
 {
     const bin_saved *s = node->saved;
@@ -95,18 +184,33 @@ static peft_status bin_backward(peft_ctx *ctx, peft__node *node)
     const float *dout = node->out->grad;
     float *da = NULL, *db = NULL;
     peft_status st;
-    if (peft__needs_grad(a) && (st = peft__grad_buffer(ctx, a, &da)) != PEFT_OK) return st;
-    if (peft__needs_grad(b) && (st = peft__grad_buffer(ctx, b, &db)) != PEFT_OK) return st;
     const float sign_b = s->kind == BIN_SUB ? -1.0f : 1.0f;
+    if (s->mode == 0 && a != b && peft__needs_grad(a) && peft__needs_grad(b)) {
+        bin_grad2_arg g = {.dout = dout, .A = a->data, .B = b->data, .sign = sign_b, .mul = s->kind == BIN_MUL};
+        bool fresh_a, fresh_b;
+        if ((st = peft__grad_buffer_fresh(ctx, a, &g.da, &fresh_a)) != PEFT_OK) return st;
+        if ((st = peft__grad_buffer_fresh(ctx, b, &g.db, &fresh_b)) != PEFT_OK) return st;
+        /* one pass needs one mode for both: zero a lone new buffer */
+        if (fresh_a != fresh_b) memset(fresh_a ? g.da : g.db, 0, (size_t)s->n * sizeof(float));
+        g.fresh = fresh_a && fresh_b;
+        peft__parallel_for(ctx, (size_t)s->n, 4096, bin_grad2_range, &g);
+        return PEFT_OK;
+    }
     if (s->mode == 0) {
-        const float *A = a->data, *B = b->data;
-        for (int64_t i = 0; i < s->n; i++) {
-            float g = dout[i];
-            if (da) da[i] += s->kind == BIN_MUL ? g * B[i] : g;
-            if (db) db[i] += s->kind == BIN_MUL ? g * A[i] : sign_b * g;
+        /* a's pass, then b's: when a and b are one tensor, the second call
+         * finds the buffer a's pass wrote and accumulates into it */
+        peft_tensor *in[2] = {a, b};
+        for (int k = 0; k < 2; k++) {
+            if (!peft__needs_grad(in[k])) continue;
+            bin_grad_arg g = {.dout = dout, .other = in[1 - k]->data, .sign = k ? sign_b : 1.0f,
+                              .mul = s->kind == BIN_MUL};
+            if ((st = peft__grad_buffer_fresh(ctx, in[k], &g.d, &g.fresh)) != PEFT_OK) return st;
+            peft__parallel_for(ctx, (size_t)s->n, 4096, bin_grad_range, &g);
         }
         return PEFT_OK;
     }
+    if (peft__needs_grad(a) && (st = peft__grad_buffer(ctx, a, &da)) != PEFT_OK) return st;
+    if (peft__needs_grad(b) && (st = peft__grad_buffer(ctx, b, &db)) != PEFT_OK) return st;
     if (s->mode == 1) {
         const float *A = a->data, *B = b->data;
         int64_t rows = s->n / s->nb;

@@ -26,9 +26,53 @@ typedef struct rows_arg {
     float inv_count;
 } rows_arg;
 
-/* Each row: stable log-sum-exp in double, the row's loss, and the gradient
- * written over the logits. Rows are independent: any thread split gives the
- * same bits. */
+/* Row kernels written for the -O2 vectoriser (see PEFT__VEC); lane-wise
+ * partial results are combined in lane order, so a row's result depends only
+ * on the row. */
+
+static float row_max(const float *x, int64_t n)
+{
+    float mx = x[0];
+    int64_t v = 0;
+    if (n >= PEFT__VEC) {
+        float lane[PEFT__VEC];
+        for (int64_t j = 0; j < PEFT__VEC; j++) lane[j] = x[j];
+        for (v = PEFT__VEC; v + PEFT__VEC <= n; v += PEFT__VEC)
+            for (int64_t j = 0; j < PEFT__VEC; j++) lane[j] = x[v + j] > lane[j] ? x[v + j] : lane[j];
+        for (int64_t j = 0; j < PEFT__VEC; j++) mx = lane[j] > mx ? lane[j] : mx;
+    }
+    for (; v < n; v++) mx = x[v] > mx ? x[v] : mx;
+    return mx;
+}
+
+/* x[v] = exp(x[v] - m) in place; returns the sum of the new values in double. */
+static double exp_shift_sum(float *x, int64_t n, float m)
+{
+    int64_t v = 0;
+    for (; v + PEFT__VEC <= n; v += PEFT__VEC)
+        for (int64_t j = 0; j < PEFT__VEC; j++) x[v + j] = peft__expf(x[v + j] - m);
+    for (; v < n; v++) x[v] = peft__expf(x[v] - m);
+    double acc[PEFT__VEC] = {0};
+    for (v = 0; v + PEFT__VEC <= n; v += PEFT__VEC)
+        for (int64_t j = 0; j < PEFT__VEC; j++) acc[j] += x[v + j];
+    double sum = 0.0;
+    for (int64_t j = 0; j < PEFT__VEC; j++) sum += acc[j];
+    for (; v < n; v++) sum += x[v];
+    return sum;
+}
+
+static void scale_row(float *x, int64_t n, float f)
+{
+    int64_t v = 0;
+    for (; v + PEFT__VEC <= n; v += PEFT__VEC)
+        for (int64_t j = 0; j < PEFT__VEC; j++) x[v + j] *= f;
+    for (; v < n; v++) x[v] *= f;
+}
+
+/* Each row: stable log-sum-exp (exp(x - max) in f32, summed in double), the
+ * row's loss, and the gradient softmax / count written over the logits (the
+ * exps are kept in place and scaled by 1 / (sum * count)). Rows are
+ * independent: any thread split gives the same bits. */
 static void rows_range(void *p, size_t begin, size_t end)
 {
     const rows_arg *a = p;
@@ -40,14 +84,11 @@ static void rows_range(void *p, size_t begin, size_t end)
             a->loss[r] = 0.0;
             continue;
         }
-        float mx = row[0];
-        for (int64_t v = 1; v < a->V; v++) mx = row[v] > mx ? row[v] : mx;
-        double sum = 0.0;
-        for (int64_t v = 0; v < a->V; v++) sum += exp((double)row[v] - mx);
-        const double lse = mx + log(sum);
-        a->loss[r] = lse - row[t];
+        const float mx = row_max(row, a->V), logit_t = row[t];
+        const double sum = exp_shift_sum(row, a->V, mx);
+        a->loss[r] = (double)mx + log(sum) - logit_t;
         const float scale = a->inv_count;
-        for (int64_t v = 0; v < a->V; v++) row[v] = (float)exp((double)row[v] - lse) * scale;
+        scale_row(row, a->V, (float)((double)scale / sum));
         row[t] -= scale;
     }
 }
@@ -58,12 +99,13 @@ static peft_status lce_backward(peft_ctx *ctx, peft__node *node)
     peft_tensor *h = node->in[0], *w = node->in[1];
     const float g = node->out->grad[0];
     if (g != 1.0f) /* scale the stored gradient by the upstream one */
-        for (int64_t i = 0; i < s->N * s->V; i++) s->G[i] *= g;
+        scale_row(s->G, s->N * s->V, g);
     peft_status st;
     if (peft__needs_grad(h)) {
         float *dh;
-        if ((st = peft__grad_buffer(ctx, h, &dh)) != PEFT_OK) return st;
-        if ((st = peft__linear_rows_dx(ctx, s->G, w, s->N, dh)) != PEFT_OK) return st;
+        bool fresh;
+        if ((st = peft__grad_buffer_fresh(ctx, h, &dh, &fresh)) != PEFT_OK) return st;
+        if ((st = peft__linear_rows_dx_grad(ctx, s->G, w, s->N, dh, fresh)) != PEFT_OK) return st;
     }
     if (peft__needs_grad(w)) { /* dW[V, C] += G^T h */
         float *dw;

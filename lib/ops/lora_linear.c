@@ -58,10 +58,11 @@ static peft_status lora_backward(peft_ctx *ctx, peft__node *node)
         if ((st = peft__grad_buffer(ctx, bias, &db)) != PEFT_OK) return st;
         peft__bias_grad(ctx, dy, N, out, db);
     }
-    if (peft__needs_grad(x)) {
+    if (peft__needs_grad(x)) { /* fresh only if x is not x_lora (whose dx was taken above) */
         float *dx;
-        if ((st = peft__grad_buffer(ctx, x, &dx)) != PEFT_OK) return st;
-        if ((st = peft__linear_rows_dx(ctx, dy, w, N, dx)) != PEFT_OK) return st;
+        bool fresh;
+        if ((st = peft__grad_buffer_fresh(ctx, x, &dx, &fresh)) != PEFT_OK) return st;
+        if ((st = peft__linear_rows_dx_grad(ctx, dy, w, N, dx, fresh)) != PEFT_OK) return st;
     }
     return PEFT_OK;
 }

@@ -28,6 +28,42 @@ typedef struct norm_saved {
 /* Rows per thread chunk so that a chunk holds about 4096 elements. */
 static size_t row_grain(int64_t C) { return (size_t)(4096 / (C > 0 ? C : 1) + 1); }
 
+/* ---- row sums, written for the -O2 vectoriser (see PEFT__VEC): PEFT__VEC
+ * lane sums in double, added in lane order at the end, so a row's result
+ * depends only on the row. ---- */
+
+/* sum of x[c] - m over the row (m = 0: the plain sum) */
+static double row_sum(const float *x, int64_t C)
+{
+    double acc[PEFT__VEC] = {0};
+    int64_t c = 0;
+    for (; c + PEFT__VEC <= C; c += PEFT__VEC)
+        for (int64_t j = 0; j < PEFT__VEC; j++) acc[j] += x[c + j];
+    double s = 0.0;
+    for (int64_t j = 0; j < PEFT__VEC; j++) s += acc[j];
+    for (; c < C; c++) s += x[c];
+    return s;
+}
+
+/* sum of (x[c] - m)^2 over the row */
+static double row_sumsq(const float *x, int64_t C, double m)
+{
+    double acc[PEFT__VEC] = {0};
+    int64_t c = 0;
+    for (; c + PEFT__VEC <= C; c += PEFT__VEC)
+        for (int64_t j = 0; j < PEFT__VEC; j++) {
+            const double d = x[c + j] - m;
+            acc[j] += d * d;
+        }
+    double s = 0.0;
+    for (int64_t j = 0; j < PEFT__VEC; j++) s += acc[j];
+    for (; c < C; c++) {
+        const double d = x[c] - m;
+        s += d * d;
+    }
+    return s;
+}
+
 /* ---- forward ---- */
 
 typedef struct norm_fwd_arg {
@@ -42,31 +78,40 @@ typedef struct norm_fwd_arg {
     double *rstd;   /* (N) or NULL (not recording) */
 } norm_fwd_arg;
 
+/* y[c] = xhat * w + b with the factors that exist (the output is a new
+ * tensor: no overlap with x, w or b). */
+#define NORM_Y_LOOP(EXPR)                                                         \
+    do {                                                                          \
+        int64_t c_ = 0;                                                           \
+        for (; c_ + PEFT__VEC <= C; c_ += PEFT__VEC)                              \
+            PEFT__IVDEP                                                           \
+            for (int64_t j_ = 0; j_ < PEFT__VEC; j_++) {                          \
+                const int64_t c = c_ + j_;                                        \
+                const float xhat = (float)((x_n[c] - m) * rs);                   \
+                y_n[c] = EXPR;                                                    \
+            }                                                                     \
+        for (int64_t c = c_; c < C; c++) {                                        \
+            const float xhat = (float)((x_n[c] - m) * rs);                       \
+            y_n[c] = EXPR;                                                        \
+        }                                                                         \
+    } while (0)
+
 static void norm_fwd_range(void *p, size_t begin, size_t end)
 {
     const norm_fwd_arg *a = p;
     const int64_t C = a->C;
+    const float *w = a->w, *b = a->b;
     for (size_t n = begin; n < end; n++) {
         const float *x_n = a->x + n * C;
         float *y_n = a->y + n * C;
-        double m = 0.0;
-        if (a->center) {
-            for (int64_t c = 0; c < C; c++) m += x_n[c];
-            m /= (double)C;
-        }
-        double v = 0.0; /* second pass around the mean: var for layernorm, mean(x^2) for rmsnorm */
-        for (int64_t c = 0; c < C; c++) {
-            double d = x_n[c] - m;
-            v += d * d;
-        }
-        v /= (double)C;
-        double rs = 1.0 / sqrt(v + a->eps);
-        for (int64_t c = 0; c < C; c++) {
-            float xhat = (float)((x_n[c] - m) * rs);
-            float w = a->w ? a->w[c] : 1.0f;
-            float b = a->b ? a->b[c] : 0.0f;
-            y_n[c] = xhat * w + b;
-        }
+        const double m = a->center ? row_sum(x_n, C) / (double)C : 0.0;
+        /* second pass around the mean: var for layernorm, mean(x^2) for rmsnorm */
+        const double v = row_sumsq(x_n, C, m) / (double)C;
+        const double rs = 1.0 / sqrt(v + a->eps);
+        if (w && b) NORM_Y_LOOP(xhat * w[c] + b[c]);
+        else if (w) NORM_Y_LOOP(xhat * w[c] + 0.0f);
+        else if (b) NORM_Y_LOOP(xhat * 1.0f + b[c]);
+        else NORM_Y_LOOP(xhat * 1.0f + 0.0f);
         if (a->mean) a->mean[n] = m;
         if (a->rstd) a->rstd[n] = rs;
     }
@@ -79,7 +124,8 @@ typedef struct norm_bwd_arg {
     const float *x;    /* (N, C) */
     const float *w;    /* (C) or NULL */
     const float *dout; /* (N, C) */
-    float *dx;         /* (N, C), accumulated */
+    float *dx;         /* (N, C), accumulated (written when dx_fresh) */
+    bool dx_fresh;     /* dx is a new uninitialised buffer */
     float *dw, *db;    /* (C) or NULL, accumulated */
     double *acc_w;     /* (C) double column sums for dw, or NULL */
     double *acc_b;     /* (C) double column sums for db, or NULL */
@@ -89,27 +135,63 @@ typedef struct norm_bwd_arg {
  *   layernorm: dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
  *   rmsnorm:   dx = rstd * (g - xhat * mean(g * xhat))
  * (the mean(g) term is the path through the row mean). */
+/* One row of dx with the weight factor W(c) (w[c], or 1 without a weight,
+ * as separate loops: a conditional load would stop the vectoriser). dx is
+ * x's gradient buffer: never overlaps x, dout or w. */
+#define NORM_DX_ROW(W)                                                                                       \
+    do {                                                                                                     \
+        double acc_g[PEFT__VEC] = {0}, acc_gx[PEFT__VEC] = {0};                                              \
+        int64_t c = 0;                                                                                       \
+        for (; c + PEFT__VEC <= C; c += PEFT__VEC)                                                           \
+            for (int64_t j = 0; j < PEFT__VEC; j++) {                                                        \
+                const double g = (double)dout_n[c + j] * W(c + j);                                           \
+                acc_g[j] += g;                                                                               \
+                acc_gx[j] += g * ((x_n[c + j] - m) * rs);                                                    \
+            }                                                                                                \
+        double sum_g = 0.0, sum_gx = 0.0;                                                                    \
+        for (int64_t j = 0; j < PEFT__VEC; j++) {                                                            \
+            sum_g += acc_g[j];                                                                               \
+            sum_gx += acc_gx[j];                                                                             \
+        }                                                                                                    \
+        for (; c < C; c++) {                                                                                 \
+            const double g = (double)dout_n[c] * W(c);                                                       \
+            sum_g += g;                                                                                      \
+            sum_gx += g * ((x_n[c] - m) * rs);                                                               \
+        }                                                                                                    \
+        const double mean_g = s->center ? sum_g / (double)C : 0.0, mean_gx = sum_gx / (double)C;             \
+        if (a->dx_fresh) {                                                                                   \
+            for (c = 0; c + PEFT__VEC <= C; c += PEFT__VEC)                                                  \
+                PEFT__IVDEP                                                                                  \
+                for (int64_t j = 0; j < PEFT__VEC; j++)                                                      \
+                    dx_n[c + j] = (float)(rs * ((double)dout_n[c + j] * W(c + j) - mean_g -                  \
+                                                ((x_n[c + j] - m) * rs) * mean_gx));                         \
+            for (; c < C; c++)                                                                               \
+                dx_n[c] = (float)(rs * ((double)dout_n[c] * W(c) - mean_g - ((x_n[c] - m) * rs) * mean_gx)); \
+        } else {                                                                                             \
+            for (c = 0; c + PEFT__VEC <= C; c += PEFT__VEC)                                                  \
+                PEFT__IVDEP                                                                                  \
+                for (int64_t j = 0; j < PEFT__VEC; j++)                                                      \
+                    dx_n[c + j] += (float)(rs * ((double)dout_n[c + j] * W(c + j) - mean_g -                 \
+                                                 ((x_n[c + j] - m) * rs) * mean_gx));                        \
+            for (; c < C; c++)                                                                               \
+                dx_n[c] += (float)(rs * ((double)dout_n[c] * W(c) - mean_g - ((x_n[c] - m) * rs) * mean_gx)); \
+        }                                                                                                    \
+    } while (0)
+#define NORM_W(c) w[c]
+#define NORM_ONE(c) 1.0f
+
 static void norm_dx_range(void *p, size_t begin, size_t end)
 {
     const norm_bwd_arg *a = p;
     const norm_saved *s = a->s;
     const int64_t C = s->C;
+    const float *w = a->w;
     for (size_t n = begin; n < end; n++) {
         const float *x_n = a->x + n * C, *dout_n = a->dout + n * C;
         float *dx_n = a->dx + n * C;
         const double m = s->center ? s->mean[n] : 0.0, rs = s->rstd[n];
-        double sum_g = 0.0, sum_gx = 0.0;
-        for (int64_t c = 0; c < C; c++) {
-            double g = (double)dout_n[c] * (a->w ? a->w[c] : 1.0f);
-            sum_g += g;
-            sum_gx += g * ((x_n[c] - m) * rs);
-        }
-        const double mean_g = s->center ? sum_g / (double)C : 0.0, mean_gx = sum_gx / (double)C;
-        for (int64_t c = 0; c < C; c++) {
-            double g = (double)dout_n[c] * (a->w ? a->w[c] : 1.0f);
-            double xhat = (x_n[c] - m) * rs;
-            dx_n[c] += (float)(rs * (g - mean_g - xhat * mean_gx));
-        }
+        if (w) NORM_DX_ROW(NORM_W);
+        else NORM_DX_ROW(NORM_ONE);
     }
 }
 
@@ -124,13 +206,24 @@ static void norm_dwb_range(void *p, size_t begin, size_t end)
         if (a->acc_w) a->acc_w[c] = 0.0;
         if (a->acc_b) a->acc_b[c] = 0.0;
     }
+    double *acc_w = a->acc_w, *acc_b = a->acc_b; /* scratch: no overlap with x or dout */
     for (int64_t n = 0; n < s->N; n++) {
         const float *x_n = a->x + n * C, *dout_n = a->dout + n * C;
         const double m = s->center ? s->mean[n] : 0.0, rs = s->rstd[n];
-        if (a->acc_w)
-            for (size_t c = begin; c < end; c++) a->acc_w[c] += (double)dout_n[c] * ((x_n[c] - m) * rs);
-        if (a->acc_b)
-            for (size_t c = begin; c < end; c++) a->acc_b[c] += dout_n[c];
+        size_t c = begin;
+        if (acc_w) {
+            for (; c + PEFT__VEC <= end; c += PEFT__VEC)
+                PEFT__IVDEP
+                for (size_t j = 0; j < PEFT__VEC; j++)
+                    acc_w[c + j] += (double)dout_n[c + j] * ((x_n[c + j] - m) * rs);
+            for (; c < end; c++) acc_w[c] += (double)dout_n[c] * ((x_n[c] - m) * rs);
+        }
+        if (acc_b) {
+            for (c = begin; c + PEFT__VEC <= end; c += PEFT__VEC)
+                PEFT__IVDEP
+                for (size_t j = 0; j < PEFT__VEC; j++) acc_b[c + j] += dout_n[c + j];
+            for (; c < end; c++) acc_b[c] += dout_n[c];
+        }
     }
     for (size_t c = begin; c < end; c++) {
         if (a->dw) a->dw[c] += (float)a->acc_w[c];
@@ -144,7 +237,7 @@ static peft_status norm_backward(peft_ctx *ctx, peft__node *node)
     peft_tensor *x = node->in[0], *w = node->in[1], *b = node->n_in > 2 ? node->in[2] : NULL;
     norm_bwd_arg a = {.s = s, .x = x->data, .w = w ? w->data : NULL, .dout = node->out->grad};
     peft_status st;
-    if (peft__needs_grad(x) && (st = peft__grad_buffer(ctx, x, &a.dx)) != PEFT_OK) return st;
+    if (peft__needs_grad(x) && (st = peft__grad_buffer_fresh(ctx, x, &a.dx, &a.dx_fresh)) != PEFT_OK) return st;
     if (peft__needs_grad(w) && (st = peft__grad_buffer(ctx, w, &a.dw)) != PEFT_OK) return st;
     if (peft__needs_grad(b) && (st = peft__grad_buffer(ctx, b, &a.db)) != PEFT_OK) return st;
     if (a.dx) peft__parallel_for(ctx, (size_t)s->N, row_grain(s->C), norm_dx_range, &a);

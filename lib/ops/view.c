@@ -34,12 +34,26 @@ static peft_status view_backward_mapped(peft_ctx *ctx, peft__node *node, bool tr
     }
     int64_t base = transpose ? 0 : s->start * xs[s->axis0];
     const float *dv = v->grad;
+    const int64_t n3 = vshape[3];
     int64_t k = 0;
     for (int64_t i0 = 0; i0 < vshape[0]; i0++)
         for (int64_t i1 = 0; i1 < vshape[1]; i1++)
-            for (int64_t i2 = 0; i2 < vshape[2]; i2++)
-                for (int64_t i3 = 0; i3 < vshape[3]; i3++)
-                    dx[base + i0 * map[0] + i1 * map[1] + i2 * map[2] + i3 * map[3]] += dv[k++];
+            for (int64_t i2 = 0; i2 < vshape[2]; i2++, k += n3) {
+                float *d = dx + base + i0 * map[0] + i1 * map[1] + i2 * map[2];
+                const float *g = dv + k;
+                if (map[3] != 1) {
+                    for (int64_t i3 = 0; i3 < n3; i3++) d[i3 * map[3]] += g[i3];
+                    continue;
+                }
+                /* a contiguous run (slices of the last dim, e.g. q/k/v of a
+                 * fused projection): blocks for the vectoriser; dx and the
+                 * view's gradient are separate buffers */
+                int64_t i3 = 0;
+                for (; i3 + PEFT__VEC <= n3; i3 += PEFT__VEC)
+                    PEFT__IVDEP
+                    for (int64_t j = 0; j < PEFT__VEC; j++) d[i3 + j] += g[i3 + j];
+                for (; i3 < n3; i3++) d[i3] += g[i3];
+            }
     return PEFT_OK;
 }
 

@@ -107,8 +107,10 @@ void tu_gradcheck(peft_ctx *ctx, const char *label, tu_forward_fn f, peft_tensor
             double ana = g[j];
             double err = fabs(ana - num);
             double lim = o.atol + o.rtol * fmax(fabs(ana), fabs(num));
-            if (err / lim > worst) {
-                worst = err / lim;
+            double q = err / lim;
+            if (isnan(q)) q = INFINITY; /* a NaN gradient must fail, not compare false */
+            if (q > worst) {
+                worst = q;
                 worst_j = j;
                 worst_a = ana;
                 worst_n = num;

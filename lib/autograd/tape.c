@@ -120,34 +120,35 @@ static void give_free(peft_ctx *ctx, void *ptr, size_t bytes)
     }
 }
 
-peft_status peft__grad_buffer(peft_ctx *ctx, peft_tensor *t, float **out)
+/* t's gradient buffer, created on first use from a released block or the
+ * arena; zeroed unless the caller will write every element (fresh). */
+static peft_status grad_buffer(peft_ctx *ctx, peft_tensor *t, bool zero, float **out, bool *fresh)
 {
+    *fresh = false;
     if (!t->grad) {
         size_t bytes;
         if (!grad_bytes(t, &bytes)) return peft__fail(ctx, PEFT_ERR_SHAPE, "backward: gradient too large");
         float *g = take_free(ctx, bytes);
-        if (g) memset(g, 0, bytes);
-        else if (!(g = peft__scratch_zero(ctx, bytes, "backward"))) return PEFT_ERR_NOMEM;
+        if (!g) g = peft__scratch(ctx, bytes, "backward");
+        if (!g) return PEFT_ERR_NOMEM;
+        if (zero) memset(g, 0, bytes);
         t->grad = g;
         t->flags |= PEFT__T_SCRATCH_GRAD;
+        *fresh = true;
     }
     *out = t->grad;
     return PEFT_OK;
 }
 
+peft_status peft__grad_buffer(peft_ctx *ctx, peft_tensor *t, float **out)
+{
+    bool fresh;
+    return grad_buffer(ctx, t, true, out, &fresh);
+}
+
 peft_status peft__grad_buffer_fresh(peft_ctx *ctx, peft_tensor *t, float **out, bool *fresh)
 {
-    *fresh = false;
-    if (!t->grad) {
-        size_t bytes;
-        if (!peft__mul_ok((size_t)peft_tensor_numel(t), sizeof(float), &bytes))
-            return peft__fail(ctx, PEFT_ERR_SHAPE, "backward: gradient too large");
-        t->grad = peft__scratch(ctx, bytes, "backward");
-        if (!t->grad) return PEFT_ERR_NOMEM;
-        *fresh = true;
-    }
-    *out = t->grad;
-    return PEFT_OK;
+    return grad_buffer(ctx, t, false, out, fresh);
 }
 
 void peft_graph_release(peft_ctx *ctx)

@@ -1,6 +1,6 @@
 /* The own AVX-512 GEMM (lib/ops/gemm.c) against the double-precision
  * reference: every transpose pair, edge sizes around the register tile
- * (12 x 32) and the cache blocks (KC 256, MC 120, NC 512), leading dimensions
+ * (12 x 32) and the cache blocks (KC 256, MC 1056, NC 512), leading dimensions
  * wider than the matrix, narrow products (N < 16, computed transposed), alpha/beta, beta 0 over NaN, one and two threads, and
  * calls from inside a parallel region. Skips (and says so) on CPUs without
  * AVX-512F, where OpenBLAS does every product. */
@@ -78,12 +78,12 @@ START_TEST(numerics_shapes_and_transposes)
 }
 END_TEST
 
-/* Sizes that cross every cache block: K over KC = 256, M over MC = 120 and N
- * over NC = 512 (twice), on one and two threads, with beta 0 (C full of NaN) and 1. */
+/* Sizes that cross every cache block: K over KC = 256, N
+ * over NC = 512 (twice), M over MC = 1056, on one and two threads, with beta 0 (C full of NaN) and 1. */
 START_TEST(numerics_blocks_threads)
 {
     static const int64_t shapes[][3] = {{257, 1030, 300}, {130, 64, 513}, {1000, 40, 70}, {37, 1100, 260},
-                                        {700, 8, 300}, {1500, 1, 40}, {40, 15, 9}};
+                                        {700, 8, 300}, {1500, 1, 40}, {40, 15, 9}, {2200, 48, 20}};
     for (int threads = 1; threads <= 2; threads++) {
         peft_ctx *ctx = tu_ctx(threads, 1);
         if (!own_gemm(ctx)) { peft_ctx_destroy(ctx); return; }

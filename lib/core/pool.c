@@ -18,10 +18,7 @@
 #define CPU_RELAX() ((void)0)
 #endif
 
-#ifndef PEFT_POOL_SPIN
-#define PEFT_POOL_SPIN 2000
-#endif
-#define SPIN_ROUNDS PEFT_POOL_SPIN
+#define SPIN_ROUNDS 2000
 
 typedef struct worker {
     peft__pool *pool;

@@ -6,9 +6,9 @@
  * the context's own thread pool, so there is one set of threads. OpenBLAS stays
  * the portable path (blas.c picks at run time by CPUID).
  *
- * Structure (the classic Goto/BLIS blocking): C is computed in KC-deep slabs;
- * each slab packs a KC x NC block of op(B) into NR-wide column slivers and an
- * MC x KC block of op(A) into MR-tall row slivers, so the micro-kernel reads
+ * Structure (Goto/BLIS-style blocking): C is computed in KC-deep slabs; each
+ * slab packs an MC x KC block of op(A) into MR-tall row slivers and then, block
+ * by block, KC x NC of op(B) into NR-wide column slivers, so the micro-kernel reads
  * both operands contiguously whatever the transposes and strides were. The
  * micro-kernel keeps an MR x NR tile of C in 24 zmm registers; edges are zero-
  * padded in the packs and masked on store.
@@ -34,8 +34,10 @@ enum {
     MR = 12,   /* rows of the register tile */
     NR = 32,   /* columns: two zmm vectors */
     KC = 256,  /* depth of a slab: an NR sliver of B is 32 KiB, stays in L1 */
-    MC = 120,  /* rows of A packed at once (10 slivers, 120 KiB, in L2) */
-    NC = 512,  /* columns of B packed at once (512 KiB; with A's pack, 632 KiB a thread) */
+    MC = 1056, /* rows of A packed at once (88 slivers, 1 MiB): every row a thread
+                  has in most products, so A is packed once per slab, not once per
+                  NC block of columns; the micro-kernel streams it from L2/L3 */
+    NC = 512,  /* columns of B packed at once (512 KiB, stays in L2) */
 };
 
 /* floats of packing workspace one thread needs */
@@ -190,19 +192,19 @@ static AVX512 void micro_kernel(int kc, const float *restrict Ap, const float *r
 /* C[i0..i1, j0..j1) of one call, on one thread's workspace. */
 static AVX512 void gemm_block(const gemm_args *g, int64_t i0, int64_t i1, int64_t j0, int64_t j1, float *ws)
 {
-    float *Bp = ws;                       /* KC x NC, NR-wide slivers */
-    float *Ap = ws + (size_t)KC * NC;     /* MC x KC, MR-tall slivers */
-    for (int64_t jc = j0; jc < j1; jc += NC) {
-        int64_t nc = j1 - jc < NC ? j1 - jc : NC;
-        for (int64_t pc = 0; pc < g->K; pc += KC) {
-            int kc = (int)(g->K - pc < KC ? g->K - pc : KC);
-            float beta = pc == 0 ? g->beta : 1.0f;
-            for (int64_t jr = 0; jr < nc; jr += NR)
-                pack_b_sliver(g, jc + jr, (int)(nc - jr < NR ? nc - jr : NR), pc, kc, Bp + (size_t)jr * kc);
-            for (int64_t ic = i0; ic < i1; ic += MC) {
-                int64_t mc = i1 - ic < MC ? i1 - ic : MC;
-                for (int64_t ir = 0; ir < mc; ir += MR)
-                    pack_a_sliver(g, ic + ir, (int)(mc - ir < MR ? mc - ir : MR), pc, kc, Ap + (size_t)ir * kc);
+    float *Bp = ws;                   /* KC x NC, NR-wide slivers */
+    float *Ap = ws + (size_t)KC * NC; /* MC x KC, MR-tall slivers */
+    for (int64_t pc = 0; pc < g->K; pc += KC) {
+        int kc = (int)(g->K - pc < KC ? g->K - pc : KC);
+        float beta = pc == 0 ? g->beta : 1.0f;
+        for (int64_t ic = i0; ic < i1; ic += MC) { /* usually one block: A is packed once per slab */
+            int64_t mc = i1 - ic < MC ? i1 - ic : MC;
+            for (int64_t ir = 0; ir < mc; ir += MR)
+                pack_a_sliver(g, ic + ir, (int)(mc - ir < MR ? mc - ir : MR), pc, kc, Ap + (size_t)ir * kc);
+            for (int64_t jc = j0; jc < j1; jc += NC) {
+                int64_t nc = j1 - jc < NC ? j1 - jc : NC;
+                for (int64_t jr = 0; jr < nc; jr += NR)
+                    pack_b_sliver(g, jc + jr, (int)(nc - jr < NR ? nc - jr : NR), pc, kc, Bp + (size_t)jr * kc);
                 for (int64_t jr = 0; jr < nc; jr += NR) {
                     int cols = (int)(nc - jr < NR ? nc - jr : NR);
                     for (int64_t ir = 0; ir < mc; ir += MR) {

@@ -25,7 +25,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../internal.h"
+#include "row_kernels.h"
 
 #define BQ 64 /* query rows per tile */
 #define BK 64 /* keys per tile */
@@ -71,44 +71,6 @@ static int64_t row_valid(const attn_geom *g, int64_t t, int64_t j0, int64_t nk)
 /* ---- tile row kernels, written for the -O2 vectoriser (see PEFT__VEC):
  * lane-wise partial results in blocks of PEFT__VEC, combined in lane order,
  * so each depends only on the row, never on the thread partition. */
-
-/* max of s[0..n), n >= 1 (max is exact, so the lane split changes nothing). */
-static float row_max(const float *s, int64_t n)
-{
-    float mb = s[0];
-    int64_t c = 0;
-    if (n >= PEFT__VEC) {
-        float mx[PEFT__VEC];
-        for (int64_t j = 0; j < PEFT__VEC; j++) mx[j] = s[j];
-        for (c = PEFT__VEC; c + PEFT__VEC <= n; c += PEFT__VEC)
-            for (int64_t j = 0; j < PEFT__VEC; j++) mx[j] = s[c + j] > mx[j] ? s[c + j] : mx[j];
-        for (int64_t j = 0; j < PEFT__VEC; j++) mb = mx[j] > mb ? mx[j] : mb;
-    }
-    for (; c < n; c++) mb = s[c] > mb ? s[c] : mb;
-    return mb;
-}
-
-/* s[c] = exp(s[c] - m) for c < n. */
-static void exp_shift(float *s, int64_t n, float m)
-{
-    int64_t c = 0;
-    for (; c + PEFT__VEC <= n; c += PEFT__VEC)
-        for (int64_t j = 0; j < PEFT__VEC; j++) s[c + j] = peft__expf(s[c + j] - m);
-    for (; c < n; c++) s[c] = peft__expf(s[c] - m);
-}
-
-/* sum of x[d] over d < n in double. */
-static double sum_f64(const float *x, int64_t n)
-{
-    double acc[PEFT__VEC] = {0};
-    int64_t d = 0;
-    for (; d + PEFT__VEC <= n; d += PEFT__VEC)
-        for (int64_t j = 0; j < PEFT__VEC; j++) acc[j] += x[d + j];
-    double sum = 0.0;
-    for (int64_t j = 0; j < PEFT__VEC; j++) sum += acc[j];
-    for (; d < n; d++) sum += x[d];
-    return sum;
-}
 
 /* sum of x[d] y[d] over d < n in double. */
 static double dot_f64(const float *x, const float *y, int64_t n)
@@ -181,11 +143,11 @@ static void fwd_task(const fwd_arg *a, size_t task, float *s_tile, float *acc, f
                 memset(s_r, 0, (size_t)nk * sizeof *s_r);
                 continue;
             }
-            const float mb = row_max(s_r, valid);
+            const float mb = peft__row_max(s_r, valid);
             const float m_new = mb > m[r] ? mb : m[r];
             const float alpha = expf(m[r] - m_new); /* 0 on the first block (m = -inf) */
-            exp_shift(s_r, valid, m_new);
-            const double sum = sum_f64(s_r, valid);
+            peft__row_exp_shift(s_r, valid, m_new);
+            const double sum = peft__row_sum(s_r, valid);
             for (int64_t c = valid; c < nk; c++) s_r[c] = 0.0f;
             l[r] = l[r] * alpha + sum;
             m[r] = m_new;
@@ -278,7 +240,7 @@ static void bwd_task(const bwd_arg *a, size_t task, float *p_tile, float *dp_til
                     float *p_r = p_tile + r * BK;
                     int64_t valid = row_valid(g, i0 + r, j0, nk);
                     if (valid < 0) valid = 0;
-                    exp_shift(p_r, valid, lse_blk[r]);
+                    peft__row_exp_shift(p_r, valid, lse_blk[r]);
                     for (int64_t c = valid; c < nk; c++) p_r[c] = 0.0f;
                 }
                 if (dv_b) /* dV (nk,D) += P^T dO */

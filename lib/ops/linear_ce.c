@@ -10,7 +10,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "../internal.h"
+#include "row_kernels.h"
 
 typedef struct lce_saved {
     float *G;       /* [N, V]: d(loss)/d(logits) for an upstream gradient of 1 */
@@ -30,35 +30,11 @@ typedef struct rows_arg {
  * partial results are combined in lane order, so a row's result depends only
  * on the row. */
 
-static float row_max(const float *x, int64_t n)
-{
-    float mx = x[0];
-    int64_t v = 0;
-    if (n >= PEFT__VEC) {
-        float lane[PEFT__VEC];
-        for (int64_t j = 0; j < PEFT__VEC; j++) lane[j] = x[j];
-        for (v = PEFT__VEC; v + PEFT__VEC <= n; v += PEFT__VEC)
-            for (int64_t j = 0; j < PEFT__VEC; j++) lane[j] = x[v + j] > lane[j] ? x[v + j] : lane[j];
-        for (int64_t j = 0; j < PEFT__VEC; j++) mx = lane[j] > mx ? lane[j] : mx;
-    }
-    for (; v < n; v++) mx = x[v] > mx ? x[v] : mx;
-    return mx;
-}
-
 /* x[v] = exp(x[v] - m) in place; returns the sum of the new values in double. */
 static double exp_shift_sum(float *x, int64_t n, float m)
 {
-    int64_t v = 0;
-    for (; v + PEFT__VEC <= n; v += PEFT__VEC)
-        for (int64_t j = 0; j < PEFT__VEC; j++) x[v + j] = peft__expf(x[v + j] - m);
-    for (; v < n; v++) x[v] = peft__expf(x[v] - m);
-    double acc[PEFT__VEC] = {0};
-    for (v = 0; v + PEFT__VEC <= n; v += PEFT__VEC)
-        for (int64_t j = 0; j < PEFT__VEC; j++) acc[j] += x[v + j];
-    double sum = 0.0;
-    for (int64_t j = 0; j < PEFT__VEC; j++) sum += acc[j];
-    for (; v < n; v++) sum += x[v];
-    return sum;
+    peft__row_exp_shift(x, n, m);
+    return peft__row_sum(x, n);
 }
 
 static void scale_row(float *x, int64_t n, float f)
@@ -84,7 +60,7 @@ static void rows_range(void *p, size_t begin, size_t end)
             a->loss[r] = 0.0;
             continue;
         }
-        const float mx = row_max(row, a->V), logit_t = row[t];
+        const float mx = peft__row_max(row, a->V), logit_t = row[t];
         const double sum = exp_shift_sum(row, a->V, mx);
         a->loss[r] = (double)mx + log(sum) - logit_t;
         const float scale = a->inv_count;

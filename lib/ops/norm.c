@@ -16,7 +16,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "../internal.h"
+#include "row_kernels.h"
 
 typedef struct norm_saved {
     bool center;  /* layernorm (true) or rmsnorm (false) */
@@ -31,19 +31,6 @@ static size_t row_grain(int64_t C) { return (size_t)(4096 / (C > 0 ? C : 1) + 1)
 /* ---- row sums, written for the -O2 vectoriser (see PEFT__VEC): PEFT__VEC
  * lane sums in double, added in lane order at the end, so a row's result
  * depends only on the row. ---- */
-
-/* sum of x[c] - m over the row (m = 0: the plain sum) */
-static double row_sum(const float *x, int64_t C)
-{
-    double acc[PEFT__VEC] = {0};
-    int64_t c = 0;
-    for (; c + PEFT__VEC <= C; c += PEFT__VEC)
-        for (int64_t j = 0; j < PEFT__VEC; j++) acc[j] += x[c + j];
-    double s = 0.0;
-    for (int64_t j = 0; j < PEFT__VEC; j++) s += acc[j];
-    for (; c < C; c++) s += x[c];
-    return s;
-}
 
 /* sum of (x[c] - m)^2 over the row */
 static double row_sumsq(const float *x, int64_t C, double m)
@@ -104,7 +91,7 @@ static void norm_fwd_range(void *p, size_t begin, size_t end)
     for (size_t n = begin; n < end; n++) {
         const float *x_n = a->x + n * C;
         float *y_n = a->y + n * C;
-        const double m = a->center ? row_sum(x_n, C) / (double)C : 0.0;
+        const double m = a->center ? peft__row_sum(x_n, C) / (double)C : 0.0;
         /* second pass around the mean: var for layernorm, mean(x^2) for rmsnorm */
         const double v = row_sumsq(x_n, C, m) / (double)C;
         const double rs = 1.0 / sqrt(v + a->eps);

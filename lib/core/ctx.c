@@ -117,6 +117,7 @@ peft_status peft_ctx_create(const peft_ctx_opts *opts, peft_ctx **out)
     }
     if ((o.alloc == NULL) != (o.free == NULL)) return PEFT_ERR_INVALID_ARG;
     if (o.n_threads < 0 || o.n_threads > 1024) return PEFT_ERR_INVALID_ARG;
+    if (o.gemm != PEFT_GEMM_AUTO && o.gemm != PEFT_GEMM_OPENBLAS) return PEFT_ERR_INVALID_ARG;
     if (!o.alloc) {
         o.alloc = default_alloc;
         o.free = default_free;
@@ -142,10 +143,6 @@ peft_status peft_ctx_create(const peft_ctx_opts *opts, peft_ctx **out)
     if (n > 1) {
         st = peft__pool_create(ctx, n, &ctx->pool);
         if (st != PEFT_OK) goto fail;
-    }
-    if (o.gemm != PEFT_GEMM_AUTO && o.gemm != PEFT_GEMM_OPENBLAS) {
-        st = PEFT_ERR_INVALID_ARG;
-        goto fail;
     }
     if (o.gemm == PEFT_GEMM_AUTO && peft__gemm_available()) {
         st = peft__gemm_create(ctx, n, &ctx->gemm);

@@ -1,4 +1,6 @@
-/* The one place that calls CBLAS, with the naive reference beside it. */
+/* Every matrix product goes through peft__sgemm: the own AVX-512 GEMM
+ * (gemm.c) when the context has it, else CBLAS (this is its one caller);
+ * the naive reference beside it is for tests. */
 #include <cblas.h>
 
 #include "../internal.h"

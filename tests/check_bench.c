@@ -1,7 +1,8 @@
 /* peft bench, run as a separate program (PEFT_CLI, set by make check): every
  * key of the JSON report is present with a sane value, for each strategy and
  * both architectures; the parameter and FLOP counts follow the documented
- * formula; bad command lines fail cleanly. No timing assertions. */
+ * formula; the own GEMM and OpenBLAS give the same losses; bad command
+ * lines fail cleanly. No timing assertions. */
 #include <cJSON.h>
 #include <math.h>
 #include <stdbool.h>
@@ -129,6 +130,24 @@ START_TEST(io_sgemm_peak)
 }
 END_TEST
 
+/* --gemm openblas runs every product through OpenBLAS: the same model and
+ * batches give the same losses up to rounding (the first before any update,
+ * the last after two AdamW steps). */
+START_TEST(io_gemm_backends_agree)
+{
+    char args[512];
+    snprintf(args, sizeof args, "bench %s --strategy full --steps 3 --warmup 1 --threads 2 --json", tiny_gpt2);
+    cJSON *own = run_json(args);
+    snprintf(args, sizeof args, "bench %s --strategy full --steps 3 --warmup 1 --threads 2 --json --gemm openblas",
+             tiny_gpt2);
+    cJSON *ob = run_json(args);
+    ck_assert_double_eq_tol(num(own, "loss_first"), num(ob, "loss_first"), 1e-4);
+    ck_assert_double_eq_tol(num(own, "loss_last"), num(ob, "loss_last"), 1e-3);
+    cJSON_Delete(own);
+    cJSON_Delete(ob);
+}
+END_TEST
+
 START_TEST(api_bad_command_lines)
 {
     static const char *const bad[] = {
@@ -140,6 +159,7 @@ START_TEST(api_bad_command_lines)
         "bench --d 65 --heads 4",
         "bench --arch llama --heads 4 --kv-heads 3",
         "bench --peak-gflops -1",
+        "bench --gemm mkl",
         "bench --steps x",
         "bench --frobnicate",
         "bench extra-positional",
@@ -168,6 +188,7 @@ Suite *bench_suite(void)
     tcase_add_test(tc, io_gpt2_every_strategy);
     tcase_add_test(tc, io_llama_lora_and_full);
     tcase_add_test(tc, io_sgemm_peak);
+    tcase_add_test(tc, io_gemm_backends_agree);
     suite_add_tcase(s, tc);
     tc = tcase_create("api");
     tcase_add_test(tc, api_bad_command_lines);

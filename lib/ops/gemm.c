@@ -64,15 +64,21 @@ typedef struct gemm_args {
 
 /* out[k] = column k of the 16 x 16 block src[j * ld + k] (rows j < nj, columns
  * under mask mk; the rest reads as zero): a register transpose in three
- * shuffle stages (pairs of floats, pairs of pairs, 128-bit lanes). */
-static AVX512 void transpose16(const float *src, int64_t ld, int nj, __mmask16 mk, __m512 out[16])
+ * shuffle stages (pairs of floats, pairs of pairs, 128-bit lanes). Inlined
+ * and unrolled so all its vectors stay in registers: at -O2 gcc otherwise
+ * keeps the loops and the arrays on the stack. */
+static AVX512 inline __attribute__((always_inline)) void transpose16(const float *src, int64_t ld, int nj, __mmask16 mk,
+                                                                    __m512 out[16])
 {
     __m512 r[16], a[16], b[16];
+#pragma GCC unroll 16
     for (int j = 0; j < 16; j++) r[j] = j < nj ? _mm512_maskz_loadu_ps(mk, src + j * ld) : _mm512_setzero_ps();
+#pragma GCC unroll 8
     for (int j = 0; j < 16; j += 2) { /* lane L of a[j]: r_j/r_j+1 interleaved at columns 4L, 4L+1; a[j+1]: 4L+2, 4L+3 */
         a[j] = _mm512_unpacklo_ps(r[j], r[j + 1]);
         a[j + 1] = _mm512_unpackhi_ps(r[j], r[j + 1]);
     }
+#pragma GCC unroll 4
     for (int g = 0; g < 4; g++) { /* b[4g + m], lane L: rows 4g..4g+3 at column 4L + m */
         __m512d lo0 = _mm512_castps_pd(a[4 * g]), lo1 = _mm512_castps_pd(a[4 * g + 2]);
         __m512d hi0 = _mm512_castps_pd(a[4 * g + 1]), hi1 = _mm512_castps_pd(a[4 * g + 3]);
@@ -81,6 +87,7 @@ static AVX512 void transpose16(const float *src, int64_t ld, int nj, __mmask16 m
         b[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(hi0, hi1));
         b[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(hi0, hi1));
     }
+#pragma GCC unroll 4
     for (int m = 0; m < 4; m++) { /* gather lane L of the four row groups: column 4L + m */
         __m512 d0 = _mm512_shuffle_f32x4(b[m], b[4 + m], 0x44), d1 = _mm512_shuffle_f32x4(b[m], b[4 + m], 0xee);
         __m512 d2 = _mm512_shuffle_f32x4(b[8 + m], b[12 + m], 0x44);
@@ -108,7 +115,9 @@ static AVX512 void pack_a_sliver(const gemm_args *g, int64_t i0, int rows, int64
     for (int k0 = 0; k0 < kc; k0 += 16) {
         __m512 col[16];
         transpose16(src + k0, g->lda, rows, low_mask(kc - k0), col);
-        for (int k = 0; k < 16 && k0 + k < kc; k++) _mm512_mask_storeu_ps(dst + (size_t)(k0 + k) * MR, low_mask(MR), col[k]);
+#pragma GCC unroll 16
+        for (int k = 0; k < 16; k++)
+            if (k0 + k < kc) _mm512_mask_storeu_ps(dst + (size_t)(k0 + k) * MR, low_mask(MR), col[k]);
     }
 }
 
@@ -129,7 +138,9 @@ static AVX512 void pack_b_sliver(const gemm_args *g, int64_t j0, int cols, int64
         for (int k0 = 0; k0 < kc; k0 += 16) {
             __m512 col[16];
             transpose16(g->B + (j0 + jb) * g->ldb + p0 + k0, g->ldb, cols - jb, low_mask(kc - k0), col);
-            for (int k = 0; k < 16 && k0 + k < kc; k++) _mm512_store_ps(dst + (size_t)(k0 + k) * NR + jb, col[k]);
+#pragma GCC unroll 16
+            for (int k = 0; k < 16; k++)
+                if (k0 + k < kc) _mm512_store_ps(dst + (size_t)(k0 + k) * NR + jb, col[k]);
         }
 }
 

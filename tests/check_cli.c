@@ -13,16 +13,6 @@
 static int run(const char *args, char **out) { return tu_run_peft(args, out); }
 static const char *stderr_text(void) { return tu_stderr(); }
 
-static cJSON *run_json(const char *args)
-{
-    char *out;
-    int rc = run(args, &out);
-    ck_assert_msg(rc == 0, "peft %s exited %d: %s", args, rc, stderr_text());
-    cJSON *j = cJSON_Parse(out);
-    ck_assert_msg(j != NULL, "peft %s printed no JSON: %.200s", args, out);
-    free(out);
-    return j;
-}
 
 static int64_t jint(const cJSON *o, const char *key)
 {
@@ -36,7 +26,7 @@ static void check_logits(const char *model, const char *tokens, int64_t vocab, i
 {
     char args[1024];
     snprintf(args, sizeof args, "logits %s --tokens %s --json%s", model, tokens, rows > 1 ? " --all-positions" : "");
-    cJSON *j = run_json(args);
+    cJSON *j = tu_peft_json(args);
     ck_assert_int_eq(jint(j, "n_vocab"), vocab);
     const cJSON *lg = cJSON_GetObjectItemCaseSensitive(j, "logits");
     ck_assert(cJSON_IsArray(lg));
@@ -59,7 +49,7 @@ START_TEST(io_info_and_logits_on_golden_fixtures)
     for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
         char args[512];
         snprintf(args, sizeof args, "info %s --json", models[i]);
-        cJSON *j = run_json(args);
+        cJSON *j = tu_peft_json(args);
         ck_assert_int_eq(jint(j, "vocab_size"), 96);
         ck_assert_int_eq(jint(j, "n_layer"), 2);
         ck_assert_int_gt(jint(j, "parameters"), 10000);
@@ -88,7 +78,7 @@ START_TEST(io_every_shared_model_file)
     const char *files[] = {"stories260K.bin", "stories260K.gguf"};
     for (int i = 0; i < 2; i++) {
         snprintf(args, sizeof args, "info %s/%s --json", dir, files[i]);
-        cJSON *j = run_json(args);
+        cJSON *j = tu_peft_json(args);
         ck_assert_int_eq(jint(j, "vocab_size"), 512);
         ck_assert_int_eq(jint(j, "d_model"), 64);
         ck_assert_int_eq(jint(j, "n_layer"), 5);
@@ -103,7 +93,7 @@ START_TEST(io_every_shared_model_file)
     const int64_t sizes[] = {50257, 512, 50257};
     for (int i = 0; i < 3; i++) {
         snprintf(args, sizeof args, "info %s/%s --json", dir, toks[i]);
-        cJSON *j = run_json(args);
+        cJSON *j = tu_peft_json(args);
         ck_assert_int_eq(jint(j, "n_vocab"), sizes[i]);
         cJSON_Delete(j);
         char *out;

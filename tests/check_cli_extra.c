@@ -33,23 +33,7 @@ static int run_prog(const char *prog, const char *args, char **out) { return tu_
 static int run(const char *args, char **out) { return run_prog(cli(), args, out); }
 static const char *stderr_text(void) { return tu_stderr(); }
 
-static cJSON *run_json(const char *args)
-{
-    char *out;
-    int rc = run(args, &out);
-    ck_assert_msg(rc == 0, "peft %s exited %d: %s", args, rc, stderr_text());
-    cJSON *j = cJSON_Parse(out);
-    ck_assert_msg(j != NULL, "peft %s printed no JSON: %.200s", args, out);
-    free(out);
-    return j;
-}
 
-static double jnum(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    ck_assert_msg(cJSON_IsNumber(v), "no number '%s'", key);
-    return v->valuedouble;
-}
 
 static char *read_all(const char *path)
 {
@@ -95,14 +79,14 @@ static const char tiny_text[] = "the cat sat on the mat. the dog ran to the park
 
 static void check_metrics(const cJSON *j, bool classify)
 {
-    double loss = jnum(j, "loss"), acc = jnum(j, "acc");
+    double loss = tu_json_num(j, "loss"), acc = tu_json_num(j, "acc");
     ck_assert_msg(isfinite(loss) && loss > 0, "loss %g", loss);
     ck_assert(acc >= 0 && acc <= 1);
-    ck_assert(jnum(j, "examples") >= 1);
-    ck_assert(jnum(j, "predictions") >= 1);
+    ck_assert(tu_json_num(j, "examples") >= 1);
+    ck_assert(tu_json_num(j, "predictions") >= 1);
     const cJSON *ppl = cJSON_GetObjectItemCaseSensitive(j, "ppl");
     if (classify) ck_assert(cJSON_IsNull(ppl));
-    else ck_assert_double_eq_tol(jnum(j, "ppl"), exp(loss), 1e-6 * exp(loss));
+    else ck_assert_double_eq_tol(tu_json_num(j, "ppl"), exp(loss), 1e-6 * exp(loss));
 }
 
 START_TEST(io_eval_golden_every_format)
@@ -118,11 +102,11 @@ START_TEST(io_eval_golden_every_format)
     for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
         snprintf(args, sizeof args, "eval %s --tokenizer tests/golden/llama/model.gguf --data %s --seq 16 --json",
                  models[i], path);
-        cJSON *j = run_json(args);
+        cJSON *j = tu_peft_json(args);
         check_metrics(j, false);
         ck_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "strategy")));
         ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "task")->valuestring, "lm");
-        double loss = jnum(j, "loss");
+        double loss = tu_json_num(j, "loss");
         if (i == 0) ref = loss;
         else ck_assert_msg(fabs(loss - ref) < 1e-4, "%s: loss %.6f, hf dir %.6f", models[i], loss, ref);
         cJSON_Delete(j);
@@ -131,8 +115,8 @@ START_TEST(io_eval_golden_every_format)
     ck_assert_msg(ref > 2 && ref < 8, "loss %g", ref);
     /* the batch size does not change the result */
     snprintf(args, sizeof args, "eval tests/golden/llama/model.gguf --data %s --seq 16 --batch 1 --json", path);
-    cJSON *j = run_json(args);
-    ck_assert_double_eq_tol(jnum(j, "loss"), ref, 1e-4);
+    cJSON *j = tu_peft_json(args);
+    ck_assert_double_eq_tol(tu_json_num(j, "loss"), ref, 1e-4);
     cJSON_Delete(j);
     /* the human line */
     char *out;
@@ -158,21 +142,21 @@ START_TEST(io_eval_reattaches_trained_adapters)
     ck_assert_msg(run(args, &out) == 0, "train: %s", stderr_text());
     free(out);
     snprintf(args, sizeof args, "eval %s --data %s --seq 16 --json", model, text);
-    cJSON *j = run_json(args);
-    double base = jnum(j, "loss");
+    cJSON *j = tu_peft_json(args);
+    double base = tu_json_num(j, "loss");
     cJSON_Delete(j);
     snprintf(args, sizeof args, "eval %s --data %s --seq 16 --adapter %s/lora --lora-r 2 --json", model, text, dir);
-    j = run_json(args);
+    j = tu_peft_json(args);
     check_metrics(j, false);
-    double tuned = jnum(j, "loss");
+    double tuned = tu_json_num(j, "loss");
     ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "strategy")->valuestring, "lora");
     cJSON_Delete(j);
     ck_assert_msg(tuned < base - 0.05, "trained %.4f, base %.4f", tuned, base);
 
     /* peft train records its options in summary.json: no flags needed */
     snprintf(args, sizeof args, "eval %s --data %s --seq 16 --adapter %s/lora --json", model, text, dir);
-    j = run_json(args);
-    ck_assert_double_eq_tol(jnum(j, "loss"), tuned, 1e-6);
+    j = tu_peft_json(args);
+    ck_assert_double_eq_tol(tu_json_num(j, "loss"), tuned, 1e-6);
     cJSON_Delete(j);
     /* a rank that does not fit the saved tensors: a clear error */
     snprintf(args, sizeof args, "eval %s --data %s --seq 16 --adapter %s/lora --lora-r 3", model, text, dir);
@@ -195,8 +179,8 @@ START_TEST(io_eval_reattaches_trained_adapters)
     free(printed);
     cJSON_Delete(summary);
     snprintf(args, sizeof args, "eval %s --data %s --adapter %s/lora --json", model, text, dir);
-    j = run_json(args);
-    ck_assert_double_eq_tol(jnum(j, "loss"), tuned, 1e-6);
+    j = tu_peft_json(args);
+    ck_assert_double_eq_tol(tu_json_num(j, "loss"), tuned, 1e-6);
     cJSON_Delete(j);
 
     /* a bare .safetensors needs --strategy */
@@ -206,8 +190,8 @@ START_TEST(io_eval_reattaches_trained_adapters)
     ck_assert_msg(strstr(stderr_text(), "--strategy") != NULL, "%s", stderr_text());
     snprintf(args, sizeof args, "eval %s --data %s --seq 16 --adapter %s/lora/adapter.safetensors --strategy lora "
              "--lora-r 2 --json", model, text, dir);
-    j = run_json(args);
-    ck_assert_double_eq_tol(jnum(j, "loss"), tuned, 1e-6);
+    j = tu_peft_json(args);
+    ck_assert_double_eq_tol(tu_json_num(j, "loss"), tuned, 1e-6);
     cJSON_Delete(j);
 
     /* classification: a trained head, accuracy, no perplexity */
@@ -223,9 +207,9 @@ START_TEST(io_eval_reattaches_trained_adapters)
     free(out);
     snprintf(args, sizeof args, "eval %s --task classify --pooling mean --data %s --seq 16 --adapter %s/cls --json",
              model, tsv, dir);
-    j = run_json(args);
+    j = tu_peft_json(args);
     check_metrics(j, true);
-    ck_assert_msg(jnum(j, "acc") >= 0.9, "accuracy %g on two easy classes", jnum(j, "acc"));
+    ck_assert_msg(tu_json_num(j, "acc") >= 0.9, "accuracy %g on two easy classes", tu_json_num(j, "acc"));
     ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "task")->valuestring, "classify");
     cJSON_Delete(j);
     rm_rf(dir);
@@ -244,10 +228,10 @@ START_TEST(io_eval_stories260K)
     const char *files[2] = {"stories260K.bin", "stories260K.gguf"};
     for (int i = 0; i < 2; i++) {
         snprintf(args, sizeof args, "eval %s/%s --data %s --seq 64 --json", models, files[i], FORTUNES);
-        cJSON *j = run_json(args);
+        cJSON *j = tu_peft_json(args);
         check_metrics(j, false);
-        loss[i] = jnum(j, "loss");
-        ck_assert(jnum(j, "examples") > 100);
+        loss[i] = tu_json_num(j, "loss");
+        ck_assert(tu_json_num(j, "examples") > 100);
         cJSON_Delete(j);
     }
     /* a TinyStories model on fortune cookies: well above its own 1.3, well below ln 512 */

@@ -244,35 +244,11 @@ END_TEST
 
 /* Out of memory at every allocation of a load: PEFT_ERR_NOMEM, nothing leaks,
  * and the context stays usable. */
-typedef struct oom {
-    long countdown; /* < 0: never fail */
-} oom;
-
-static void *oom_alloc(void *user, size_t size, size_t align)
-{
-    oom *o = user;
-    if (o->countdown == 0) return NULL;
-    if (o->countdown > 0) o->countdown--;
-    void *p = NULL;
-    return posix_memalign(&p, align < sizeof(void *) ? sizeof(void *) : align, size ? size : 1) == 0 ? p : NULL;
-}
-
-static void oom_free(void *user, void *p)
-{
-    (void)user;
-    free(p);
-}
 
 START_TEST(api_out_of_memory)
 {
-    oom o = {-1};
-    peft_ctx_opts co = peft_ctx_opts_default();
-    co.n_threads = 1;
-    co.alloc = oom_alloc;
-    co.free = oom_free;
-    co.alloc_user = &o;
-    peft_ctx *ctx;
-    ck_assert_int_eq(peft_ctx_create(&co, &ctx), PEFT_OK);
+    tu_oom o = {-1};
+    peft_ctx *ctx = tu_oom_ctx(&o);
     peft_tokenizer *tok = bos_tok(ctx);
     char path[64];
     tmp_path(path, sizeof path, ".gz");

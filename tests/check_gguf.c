@@ -315,35 +315,10 @@ END_TEST
 
 /* ---- out of memory: fail the N-th allocation for N = 0, 1, ... ---- */
 
-typedef struct oom {
-    long countdown; /* < 0: never fail */
-} oom;
-
-static void *oom_alloc(void *user, size_t size, size_t align)
-{
-    oom *o = user;
-    if (o->countdown == 0) return NULL;
-    if (o->countdown > 0) o->countdown--;
-    void *p = NULL;
-    return posix_memalign(&p, align < sizeof(void *) ? sizeof(void *) : align, size ? size : 1) == 0 ? p : NULL;
-}
-
-static void oom_free(void *user, void *p)
-{
-    (void)user;
-    free(p);
-}
-
 START_TEST(api_out_of_memory)
 {
-    oom o = {-1};
-    peft_ctx_opts opts = peft_ctx_opts_default();
-    opts.n_threads = 1;
-    opts.alloc = oom_alloc;
-    opts.free = oom_free;
-    opts.alloc_user = &o;
-    peft_ctx *ctx = NULL;
-    ck_assert_int_eq(peft_ctx_create(&opts, &ctx), PEFT_OK);
+    tu_oom o = {-1};
+    peft_ctx *ctx = tu_oom_ctx(&o);
     size_t base_ = peft_ctx_bytes_allocated(ctx);
     const char *toks[3] = {"a", "bb", "ccc"};
     const float v[4] = {1, 2, 3, 4};

@@ -1,5 +1,7 @@
 #include "testutil.h"
 
+#include <cJSON.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,6 +188,52 @@ const char *tu_stderr(void)
     buf[n] = '\0';
     if (f) fclose(f);
     return buf;
+}
+
+cJSON *tu_peft_json(const char *args)
+{
+    char *out;
+    int rc = tu_run_peft(args, &out);
+    ck_assert_msg(rc == 0, "peft %s exited %d: %s", args, rc, tu_stderr());
+    cJSON *j = cJSON_Parse(out);
+    ck_assert_msg(j != NULL, "peft %s printed no JSON: %.200s", args, out);
+    free(out);
+    return j;
+}
+
+double tu_json_num(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    ck_assert_msg(cJSON_IsNumber(v), "no number '%s'", key);
+    ck_assert_msg(isfinite(v->valuedouble), "'%s' is not finite", key);
+    return v->valuedouble;
+}
+
+static void *oom_alloc(void *user, size_t size, size_t align)
+{
+    tu_oom *o = user;
+    if (o->countdown == 0) return NULL;
+    if (o->countdown > 0) o->countdown--;
+    void *p = NULL;
+    return posix_memalign(&p, align < sizeof(void *) ? sizeof(void *) : align, size ? size : 1) == 0 ? p : NULL;
+}
+
+static void oom_free(void *user, void *p)
+{
+    (void)user;
+    free(p);
+}
+
+peft_ctx *tu_oom_ctx(tu_oom *o)
+{
+    peft_ctx_opts co = peft_ctx_opts_default();
+    co.n_threads = 1;
+    co.alloc = oom_alloc;
+    co.free = oom_free;
+    co.alloc_user = o;
+    peft_ctx *ctx = NULL;
+    ck_assert_int_eq(peft_ctx_create(&co, &ctx), PEFT_OK);
+    return ctx;
 }
 
 peft_model *tu_load_model(peft_ctx *ctx, const char *path, int keep_dtype)

@@ -64,6 +64,19 @@ int tu_run_prog(const char *prog, const char *args, char **out);
 /* The same for the peft program: $PEFT_CLI, else build/bin/peft. */
 int tu_run_peft(const char *args, char **out);
 const char *tu_stderr(void);
+/* Run `peft <args>`, require exit 0 and a JSON object on stdout; the caller
+ * frees it with cJSON_Delete. */
+struct cJSON *tu_peft_json(const char *args);
+/* o[key], required to be a finite number. */
+double tu_json_num(const struct cJSON *o, const char *key);
+
+/* An allocator for out-of-memory tests: fails the allocation after
+ * `countdown` successful ones (countdown < 0: never), and a one-thread
+ * context that allocates through it. */
+typedef struct tu_oom {
+    long countdown;
+} tu_oom;
+peft_ctx *tu_oom_ctx(tu_oom *o);
 
 /* Directory of the shared models (../shared/models), or NULL when absent. */
 const char *tu_models_dir(void);

@@ -85,15 +85,24 @@ done
 import json, os, sys
 out, only = sys.argv[1], sys.argv[2].split()
 names = ["W1-lora", "W1-full", "W1-head", "W2-lora", "W2-full", "W3-lora", "W3-full", "W4-lora-seq512", "W4-lora-seq1024"]
+
+def results():
+    """(name, libpeft JSON, PyTorch JSON, load) per workload run; all None but the name when missing."""
+    for n in names:
+        if only and n not in only:
+            continue
+        try:
+            p = json.load(open(os.path.join(out, n + ".peft.json")))
+            t = json.load(open(os.path.join(out, n + ".torch.json")))
+            load = open(os.path.join(out, n + ".load")).read().strip()
+        except (OSError, ValueError):
+            p = t = load = None
+        yield n, p, t, load
+
 print("| workload | libpeft tokens/s | PyTorch tokens/s | ratio | libpeft peak MiB | PyTorch peak MiB | ratio | libpeft MFU | PyTorch MFU |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-for n in names:
-    if only and n not in only:
-        continue
-    try:
-        p = json.load(open(os.path.join(out, n + ".peft.json")))
-        t = json.load(open(os.path.join(out, n + ".torch.json")))
-    except (OSError, ValueError):
+for n, p, t, _ in results():
+    if p is None:
         print("| %s | (missing) |||||||" % n)
         continue
     print("| %s | %.0f | %.0f | %.2f | %.0f | %.0f | %.2f | %.3f | %.3f |" % (
@@ -102,14 +111,8 @@ for n in names:
 print()
 print("| workload | libpeft best-step tokens/s | PyTorch best-step tokens/s | ratio | libpeft CPU s/step | PyTorch CPU s/step | ratio | load at start |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
-for n in names:
-    if only and n not in only:
-        continue
-    try:
-        p = json.load(open(os.path.join(out, n + ".peft.json")))
-        t = json.load(open(os.path.join(out, n + ".torch.json")))
-        load = open(os.path.join(out, n + ".load")).read().strip()
-    except (OSError, ValueError):
+for n, p, t, load in results():
+    if p is None:
         continue
     tok = p["batch"] * p["seq"]
     bp, bt = tok / (p["step_ms_min"] * 1e-3), tok / (t["step_ms_min"] * 1e-3)

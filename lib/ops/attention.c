@@ -85,15 +85,6 @@ static double dot_f64(const float *x, const float *y, int64_t n)
     return sum;
 }
 
-/* x[d] *= a for d < n. */
-static void scale_row(float *x, int64_t n, float a)
-{
-    int64_t d = 0;
-    for (; d + PEFT__VEC <= n; d += PEFT__VEC)
-        for (int64_t j = 0; j < PEFT__VEC; j++) x[d + j] *= a;
-    for (; d < n; d++) x[d] *= a;
-}
-
 /* Tasks are split into n_slots contiguous ranges; each slot has its own scratch. */
 static size_t slot_count(const peft_ctx *ctx, size_t n_tasks)
 {
@@ -151,7 +142,7 @@ static void fwd_task(const fwd_arg *a, size_t task, float *s_tile, float *acc, f
             for (int64_t c = valid; c < nk; c++) s_r[c] = 0.0f;
             l[r] = l[r] * alpha + sum;
             m[r] = m_new;
-            if (alpha != 1.0f) scale_row(acc + r * D, D, alpha);
+            if (alpha != 1.0f) peft__row_scale(acc + r * D, D, alpha);
         }
         /* acc (nq,D) += P V */
         peft__sgemm(a->ctx, false, false, nq, D, nk, 1.0f, s_tile, BK, v_b + j0 * g->ldv, g->ldv, 1.0f, acc, D);

@@ -26,25 +26,6 @@ typedef struct rows_arg {
     float inv_count;
 } rows_arg;
 
-/* Row kernels written for the -O2 vectoriser (see PEFT__VEC); lane-wise
- * partial results are combined in lane order, so a row's result depends only
- * on the row. */
-
-/* x[v] = exp(x[v] - m) in place; returns the sum of the new values in double. */
-static double exp_shift_sum(float *x, int64_t n, float m)
-{
-    peft__row_exp_shift(x, n, m);
-    return peft__row_sum(x, n);
-}
-
-static void scale_row(float *x, int64_t n, float f)
-{
-    int64_t v = 0;
-    for (; v + PEFT__VEC <= n; v += PEFT__VEC)
-        for (int64_t j = 0; j < PEFT__VEC; j++) x[v + j] *= f;
-    for (; v < n; v++) x[v] *= f;
-}
-
 /* Each row: stable log-sum-exp (exp(x - max) in f32, summed in double), the
  * row's loss, and the gradient softmax / count written over the logits (the
  * exps are kept in place and scaled by 1 / (sum * count)). Rows are
@@ -61,10 +42,11 @@ static void rows_range(void *p, size_t begin, size_t end)
             continue;
         }
         const float mx = peft__row_max(row, a->V), logit_t = row[t];
-        const double sum = exp_shift_sum(row, a->V, mx);
+        peft__row_exp_shift(row, a->V, mx);
+        const double sum = peft__row_sum(row, a->V);
         a->loss[r] = (double)mx + log(sum) - logit_t;
         const float scale = a->inv_count;
-        scale_row(row, a->V, (float)((double)scale / sum));
+        peft__row_scale(row, a->V, (float)((double)scale / sum));
         row[t] -= scale;
     }
 }
@@ -75,7 +57,7 @@ static peft_status lce_backward(peft_ctx *ctx, peft__node *node)
     peft_tensor *h = node->in[0], *w = node->in[1];
     const float g = node->out->grad[0];
     if (g != 1.0f) /* scale the stored gradient by the upstream one */
-        scale_row(s->G, s->N * s->V, g);
+        peft__row_scale(s->G, s->N * s->V, g);
     peft_status st;
     if (peft__needs_grad(h)) {
         float *dh;

@@ -1,4 +1,4 @@
-/* Row reductions shared by the softmax-like kernels (attention tiles, the
+/* Row kernels shared by the softmax-like kernels (attention tiles, the
  * fused cross-entropy, the norms), written for the -O2 vectoriser (see
  * PEFT__VEC in internal.h): lane-wise partial results in blocks of PEFT__VEC,
  * combined in lane order at the end, so a row's result depends only on the
@@ -31,6 +31,15 @@ static inline void peft__row_exp_shift(float *x, int64_t n, float m)
     for (; c + PEFT__VEC <= n; c += PEFT__VEC)
         for (int64_t j = 0; j < PEFT__VEC; j++) x[c + j] = peft__expf(x[c + j] - m);
     for (; c < n; c++) x[c] = peft__expf(x[c] - m);
+}
+
+/* x[c] *= f, c < n. */
+static inline void peft__row_scale(float *x, int64_t n, float f)
+{
+    int64_t c = 0;
+    for (; c + PEFT__VEC <= n; c += PEFT__VEC)
+        for (int64_t j = 0; j < PEFT__VEC; j++) x[c + j] *= f;
+    for (; c < n; c++) x[c] *= f;
 }
 
 /* sum of x[0..n) in double. */

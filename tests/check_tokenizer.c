@@ -48,35 +48,11 @@ static void write_tmp(char *path, size_t size, const void *data, size_t len)
     close(fd);
 }
 
-/* Encode all of text; the returned array is malloc'd. */
-static int32_t *encode(peft_ctx *ctx, peft_tokenizer *tok, const char *text, size_t len, int bos, int eos,
-                       size_t *n)
-{
-    size_t need = 0;
-    peft_status st = peft_tokenizer_encode(tok, text, len, bos, eos, NULL, 0, &need);
-    ck_assert_msg(st == PEFT_OK || st == PEFT_ERR_INVALID_ARG, "count: %s", peft_ctx_errmsg(ctx));
-    int32_t *ids = malloc((need + 1) * sizeof *ids);
-    TU_OK(ctx, peft_tokenizer_encode(tok, text, len, bos, eos, ids, need + 1, n));
-    ck_assert_uint_eq(*n, need);
-    return ids;
-}
-
-static char *decode(peft_ctx *ctx, peft_tokenizer *tok, const int32_t *ids, size_t n, size_t *len)
-{
-    size_t need = 0;
-    peft_tokenizer_decode(tok, ids, n, NULL, 0, &need);
-    char *buf = malloc(need + 1);
-    TU_OK(ctx, peft_tokenizer_decode(tok, ids, n, buf, need + 1, len));
-    ck_assert_uint_eq(*len, need);
-    ck_assert_int_eq(buf[*len], '\0');
-    return buf;
-}
-
 static void expect_ids(peft_ctx *ctx, peft_tokenizer *tok, const char *text, size_t len, int bos,
                        const int32_t *want, size_t n_want)
 {
     size_t n;
-    int32_t *ids = encode(ctx, tok, text, len, bos, 0, &n);
+    int32_t *ids = tu_encode(ctx, tok, text, len, bos, 0, &n);
     char got[512] = "", exp[512] = "";
     for (size_t i = 0; i < n && strlen(got) < 480; i++) snprintf(got + strlen(got), 32, " %d", ids[i]);
     for (size_t i = 0; i < n_want && strlen(exp) < 480; i++) snprintf(exp + strlen(exp), 32, " %d", want[i]);
@@ -88,8 +64,8 @@ static void expect_ids(peft_ctx *ctx, peft_tokenizer *tok, const char *text, siz
 static void expect_roundtrip(peft_ctx *ctx, peft_tokenizer *tok, const char *text, size_t len, int bos)
 {
     size_t n, back;
-    int32_t *ids = encode(ctx, tok, text, len, bos, 0, &n);
-    char *out = decode(ctx, tok, ids, n, &back);
+    int32_t *ids = tu_encode(ctx, tok, text, len, bos, 0, &n);
+    char *out = tu_decode(ctx, tok, ids, n, &back);
     ck_assert_msg(back == len && memcmp(out, text, len) == 0, "%s round trip of '%.*s' gave '%.*s'",
                   peft_tokenizer_name(tok), (int)len, text, (int)back, out);
     free(ids);
@@ -488,7 +464,7 @@ START_TEST(api_spm_in_memory)
     /* decoding: control tokens vanish, the space after BOS goes, bytes come back */
     int32_t ids[] = {1, 265, 259, 261, 3 + 0xC3, 3 + 0xA8, 2};
     size_t len;
-    char *out = decode(ctx, tok, ids, 7, &len);
+    char *out = tu_decode(ctx, tok, ids, 7, &len);
     ck_assert_str_eq(out, "a b\xC3\xA8");
     free(out);
     const char *p;
@@ -509,8 +485,8 @@ START_TEST(api_spm_in_memory)
     TU_OK(ctx, peft_tokenizer_create_spm(ctx, v.n, v.piece, v.len, v.score, NULL, 1, 2, 0, 1, &tok2));
     for (size_t i = 0; i < sizeof k_texts / sizeof *k_texts; i++) {
         size_t n1, n2;
-        int32_t *a = encode(ctx, tok, k_texts[i], strlen(k_texts[i]), 1, 1, &n1);
-        int32_t *b = encode(ctx, tok2, k_texts[i], strlen(k_texts[i]), 1, 1, &n2);
+        int32_t *a = tu_encode(ctx, tok, k_texts[i], strlen(k_texts[i]), 1, 1, &n1);
+        int32_t *b = tu_encode(ctx, tok2, k_texts[i], strlen(k_texts[i]), 1, 1, &n2);
         ck_assert_uint_eq(n1, n2);
         ck_assert_int_eq(memcmp(a, b, n1 * sizeof *a), 0);
         free(a), free(b);
@@ -597,7 +573,7 @@ START_TEST(io_gpt2_known_ids)
     expect_ids(ctx, tok, "Hello world", 11, 0, hw, 2);
     int32_t hwb[] = {50256, 15496, 995, 50256};
     size_t n;
-    int32_t *ids = encode(ctx, tok, "Hello world", 11, 1, 1, &n);
+    int32_t *ids = tu_encode(ctx, tok, "Hello world", 11, 1, 1, &n);
     ck_assert_uint_eq(n, 4);
     ck_assert_int_eq(memcmp(ids, hwb, sizeof hwb), 0);
     free(ids);
@@ -806,16 +782,16 @@ START_TEST(io_llama2c_known_ids)
     int32_t want[] = {1, 403, 407, 261, 378};
     expect_ids(ctx, tok, "Once upon a time", 16, 1, want, 5);
     size_t n, len;
-    int32_t *ids = encode(ctx, tok, "Once upon a time", 16, 1, 1, &n);
+    int32_t *ids = tu_encode(ctx, tok, "Once upon a time", 16, 1, 1, &n);
     ck_assert_uint_eq(n, 6);
     ck_assert_int_eq(ids[5], 2);
-    char *text = decode(ctx, tok, ids, n, &len);
+    char *text = tu_decode(ctx, tok, ids, n, &len);
     ck_assert_str_eq(text, "Once upon a time");
     free(text);
     free(ids);
     /* without BOS the dummy-prefix space stays in the decoded text */
-    ids = encode(ctx, tok, "Once", 4, 0, 0, &n);
-    text = decode(ctx, tok, ids, n, &len);
+    ids = tu_encode(ctx, tok, "Once", 4, 0, 0, &n);
+    text = tu_decode(ctx, tok, ids, n, &len);
     ck_assert_str_eq(text, " Once");
     free(text);
     free(ids);
@@ -905,10 +881,10 @@ START_TEST(io_llama2c_vs_u2581_arrays)
         const char *text =
             t < sizeof k_texts / sizeof *k_texts ? k_texts[t] : extra[t - sizeof k_texts / sizeof *k_texts];
         size_t n1, n2, l1, l2;
-        int32_t *a = encode(ctx, bin, text, strlen(text), 1, 1, &n1);
-        int32_t *b = encode(ctx, gg, text, strlen(text), 1, 1, &n2);
+        int32_t *a = tu_encode(ctx, bin, text, strlen(text), 1, 1, &n1);
+        int32_t *b = tu_encode(ctx, gg, text, strlen(text), 1, 1, &n2);
         ck_assert_msg(n1 == n2 && memcmp(a, b, n1 * sizeof *a) == 0, "'%s': tokenizer.bin and U+2581 ids differ", text);
-        char *ta = decode(ctx, bin, a, n1, &l1), *tb = decode(ctx, gg, b, n2, &l2);
+        char *ta = tu_decode(ctx, bin, a, n1, &l1), *tb = tu_decode(ctx, gg, b, n2, &l2);
         ck_assert_uint_eq(l1, l2);
         ck_assert_int_eq(memcmp(ta, tb, l1), 0);
         ck_assert_int_eq(memcmp(ta, text, l1), 0);

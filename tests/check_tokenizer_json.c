@@ -72,28 +72,6 @@ static void write_json(cJSON *root, const char *dir, const char *name, char *pat
     cJSON_Delete(root);
 }
 
-static int32_t *encode(peft_ctx *ctx, peft_tokenizer *tok, const char *text, size_t len, int bos, int eos,
-                       size_t *n)
-{
-    size_t need = 0;
-    peft_status st = peft_tokenizer_encode(tok, text, len, bos, eos, NULL, 0, &need);
-    ck_assert_msg(st == PEFT_OK || st == PEFT_ERR_INVALID_ARG, "count: %s", peft_ctx_errmsg(ctx));
-    int32_t *ids = malloc((need + 1) * sizeof *ids);
-    TU_OK(ctx, peft_tokenizer_encode(tok, text, len, bos, eos, ids, need + 1, n));
-    ck_assert_uint_eq(*n, need);
-    return ids;
-}
-
-static char *decode(peft_ctx *ctx, peft_tokenizer *tok, const int32_t *ids, size_t n, size_t *len)
-{
-    size_t need = 0;
-    peft_tokenizer_decode(tok, ids, n, NULL, 0, &need);
-    char *buf = malloc(need + 1);
-    TU_OK(ctx, peft_tokenizer_decode(tok, ids, n, buf, need + 1, len));
-    ck_assert_uint_eq(*len, need);
-    return buf;
-}
-
 static void ids_str(const int32_t *ids, size_t n, char *buf, size_t size)
 {
     buf[0] = '\0';
@@ -104,7 +82,7 @@ static void expect_ids(peft_ctx *ctx, peft_tokenizer *tok, const char *text, int
                        size_t n_want)
 {
     size_t n;
-    int32_t *ids = encode(ctx, tok, text, strlen(text), bos, 0, &n);
+    int32_t *ids = tu_encode(ctx, tok, text, strlen(text), bos, 0, &n);
     char got[512], exp[512];
     ids_str(ids, n, got, sizeof got);
     ids_str(want, n_want, exp, sizeof exp);
@@ -118,13 +96,13 @@ static void expect_same(peft_ctx *ctx, peft_tokenizer *a, peft_tokenizer *b, con
                         const char *label)
 {
     size_t na, nb, la, lb;
-    int32_t *ia = encode(ctx, a, text, len, bos, 0, &na), *ib = encode(ctx, b, text, len, bos, 0, &nb);
+    int32_t *ia = tu_encode(ctx, a, text, len, bos, 0, &na), *ib = tu_encode(ctx, b, text, len, bos, 0, &nb);
     size_t k = 0;
     while (k < na && k < nb && ia[k] == ib[k]) k++;
     ck_assert_msg(na == nb && k == na, "%s: '%.*s': %zu vs %zu ids, first difference at %zu (%d vs %d)", label,
                   (int)(len < 80 ? len : 80), text, na, nb, k, k < na ? ia[k] : -1, k < nb ? ib[k] : -1);
     if (bos) { /* after a BOS both decoders drop the dummy prefix */
-        char *da = decode(ctx, a, ia, na, &la), *db = decode(ctx, b, ib, nb, &lb);
+        char *da = tu_decode(ctx, a, ia, na, &la), *db = tu_decode(ctx, b, ib, nb, &lb);
         ck_assert_msg(la == lb && memcmp(da, db, la) == 0, "%s: '%.*s' decodes differently", label,
                       (int)(len < 80 ? len : 80), text);
         free(da), free(db);
@@ -324,15 +302,15 @@ START_TEST(io_gpt2_bytelevel)
         char text[128];
         snprintf(text, sizeof text, "%s<|endoftext|>%s", parts[i][0], parts[i][1]);
         size_t n1, n2, n;
-        int32_t *a = encode(ctx, ref, parts[i][0], strlen(parts[i][0]), 0, 0, &n1);
-        int32_t *b = encode(ctx, ref, parts[i][1], strlen(parts[i][1]), 0, 0, &n2);
+        int32_t *a = tu_encode(ctx, ref, parts[i][0], strlen(parts[i][0]), 0, 0, &n1);
+        int32_t *b = tu_encode(ctx, ref, parts[i][1], strlen(parts[i][1]), 0, 0, &n2);
         int32_t *want = malloc((n1 + n2 + 1) * sizeof *want);
         memcpy(want, a, n1 * sizeof *a);
         want[n1] = 50256;
         memcpy(want + n1 + 1, b, n2 * sizeof *b);
         expect_ids(ctx, js, text, 0, want, n1 + n2 + 1);
         /* the gpt2 loader has no added tokens: it spells the text out */
-        int32_t *r = encode(ctx, ref, text, strlen(text), 0, 0, &n);
+        int32_t *r = tu_encode(ctx, ref, text, strlen(text), 0, 0, &n);
         ck_assert_uint_gt(n, n1 + n2 + 1);
         free(a), free(b), free(want), free(r);
     }
@@ -340,7 +318,7 @@ START_TEST(io_gpt2_bytelevel)
     expect_ids(ctx, js, "<|endoftext|><|endoftext|>", 0, two, 2);
     /* and decodes to its text, as with the gpt2 loader */
     size_t len;
-    char *t = decode(ctx, js, two, 2, &len);
+    char *t = tu_decode(ctx, js, two, 2, &len);
     ck_assert_str_eq(t, "<|endoftext|><|endoftext|>");
     free(t);
     peft_tokenizer_destroy(js);
@@ -623,18 +601,18 @@ START_TEST(io_spm_matches_llama2c)
         /* decoding follows the decoder: Strip drops the one leading space,
          * with or without BOS; so the text comes back */
         size_t n, len;
-        int32_t *ids = encode(ctx, js, "Once upon a time", 16, 1, 1, &n);
+        int32_t *ids = tu_encode(ctx, js, "Once upon a time", 16, 1, 1, &n);
         ck_assert_int_eq(ids[n - 1], 2);
-        char *t = decode(ctx, js, ids, n, &len);
+        char *t = tu_decode(ctx, js, ids, n, &len);
         ck_assert_str_eq(t, "Once upon a time");
         free(t);
-        t = decode(ctx, js, ids + 1, 2, &len);
+        t = tu_decode(ctx, js, ids + 1, 2, &len);
         ck_assert_str_eq(t, "Once upon");
         free(t);
         free(ids);
         for (size_t i = 0; i < sizeof k_texts / sizeof *k_texts; i++) {
-            ids = encode(ctx, js, k_texts[i], strlen(k_texts[i]), 0, 0, &n);
-            t = decode(ctx, js, ids, n, &len);
+            ids = tu_encode(ctx, js, k_texts[i], strlen(k_texts[i]), 0, 0, &n);
+            t = tu_decode(ctx, js, ids, n, &len);
             ck_assert_msg(len == strlen(k_texts[i]) && !memcmp(t, k_texts[i], len), "round trip of '%s': '%s'",
                           k_texts[i], t);
             free(t), free(ids);
@@ -642,7 +620,7 @@ START_TEST(io_spm_matches_llama2c)
         /* "<s>" in the text is the added token; the Prepend normalizer gives
          * each piece of text around it its own "▁" */
         size_t na, nb;
-        int32_t *a = encode(ctx, ref, "Hello", 5, 0, 0, &na), *b = encode(ctx, ref, "world", 5, 0, 0, &nb);
+        int32_t *a = tu_encode(ctx, ref, "Hello", 5, 0, 0, &na), *b = tu_encode(ctx, ref, "world", 5, 0, 0, &nb);
         int32_t want2[32];
         memcpy(want2, a, na * sizeof *a);
         want2[na] = 1;
@@ -683,9 +661,9 @@ START_TEST(io_spm_metaspace)
     expect_ids(ctx, split, "Once upon a time", 1, want, 5);
     /* "never": no prefix; "Once" without "▁" is another piece sequence */
     size_t n1, n2;
-    int32_t *a = encode(ctx, never, "Once", 4, 0, 0, &n1);
+    int32_t *a = tu_encode(ctx, never, "Once", 4, 0, 0, &n1);
     ck_assert_int_ne(a[0], 403);
-    int32_t *b = encode(ctx, never, " Once", 5, 0, 0, &n2);
+    int32_t *b = tu_encode(ctx, never, " Once", 5, 0, 0, &n2);
     ck_assert_uint_eq(n2, 1);
     ck_assert_int_eq(b[0], 403);
     /* "first": the text after an added token gets no prefix */
@@ -697,7 +675,7 @@ START_TEST(io_spm_metaspace)
     /* split: merges stay inside each "▁word": "▁▁" never forms; each run of
      * spaces ends in the space that starts the next word */
     size_t n;
-    int32_t *c = encode(ctx, split, "a  b", 4, 0, 0, &n);
+    int32_t *c = tu_encode(ctx, split, "a  b", 4, 0, 0, &n);
     for (size_t i = 0; i < n; i++) {
         const char *p;
         size_t len;
@@ -709,10 +687,10 @@ START_TEST(io_spm_metaspace)
     /* the Metaspace decoder with "never" keeps the leading space */
     int32_t once[] = {403};
     size_t len;
-    char *t = decode(ctx, never, once, 1, &len);
+    char *t = tu_decode(ctx, never, once, 1, &len);
     ck_assert_str_eq(t, " Once");
     free(t);
-    t = decode(ctx, first, once, 1, &len);
+    t = tu_decode(ctx, first, once, 1, &len);
     ck_assert_str_eq(t, "Once");
     free(t);
     peft_tokenizer_destroy(first);
@@ -840,7 +818,7 @@ START_TEST(api_added_tokens)
     int32_t w4[] = {262, 259, 267, 259, 263};
     expect_ids(ctx, tok, "a [X] b", 0, w4, 5);
     size_t n;
-    int32_t *ids = encode(ctx, tok, "a[X]b", 5, 0, 0, &n);
+    int32_t *ids = tu_encode(ctx, tok, "a[X]b", 5, 0, 0, &n);
     for (size_t i = 0; i < n; i++) ck_assert_int_ne(ids[i], 267);
     free(ids);
     int32_t w4b[] = {267};
@@ -853,7 +831,7 @@ START_TEST(api_added_tokens)
     /* a special token of this shape decodes to nothing; the others to their text */
     int32_t d1[] = {1, 262, 265, 266, 263, 2};
     size_t len;
-    char *t = decode(ctx, tok, d1, 6, &len);
+    char *t = tu_decode(ctx, tok, d1, 6, &len);
     ck_assert_str_eq(t, "a<r> b");
     free(t);
     peft_tokenizer_destroy(tok);

@@ -190,6 +190,30 @@ const char *tu_stderr(void)
     return buf;
 }
 
+int32_t *tu_encode(peft_ctx *ctx, peft_tokenizer *tok, const char *text, size_t len, int bos, int eos, size_t *n)
+{
+    size_t need = 0;
+    peft_status st = peft_tokenizer_encode(tok, text, len, bos, eos, NULL, 0, &need);
+    ck_assert_msg(st == PEFT_OK || st == PEFT_ERR_INVALID_ARG, "count: %s", peft_ctx_errmsg(ctx));
+    int32_t *ids = malloc((need + 1) * sizeof *ids);
+    ck_assert_ptr_nonnull(ids);
+    TU_OK(ctx, peft_tokenizer_encode(tok, text, len, bos, eos, ids, need + 1, n));
+    ck_assert_uint_eq(*n, need);
+    return ids;
+}
+
+char *tu_decode(peft_ctx *ctx, peft_tokenizer *tok, const int32_t *ids, size_t n, size_t *len)
+{
+    size_t need = 0;
+    peft_tokenizer_decode(tok, ids, n, NULL, 0, &need);
+    char *buf = malloc(need + 1);
+    ck_assert_ptr_nonnull(buf);
+    TU_OK(ctx, peft_tokenizer_decode(tok, ids, n, buf, need + 1, len));
+    ck_assert_uint_eq(*len, need);
+    ck_assert_int_eq(buf[*len], '\0');
+    return buf;
+}
+
 cJSON *tu_peft_json(const char *args)
 {
     char *out;

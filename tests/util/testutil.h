@@ -64,6 +64,12 @@ int tu_run_prog(const char *prog, const char *args, char **out);
 /* The same for the peft program: $PEFT_CLI, else build/bin/peft. */
 int tu_run_peft(const char *args, char **out);
 const char *tu_stderr(void);
+/* Encode all of text with tok (malloc'd ids, *n of them), and decode ids
+ * back (malloc'd, NUL-terminated, *len bytes); both check the size query
+ * against the result. */
+int32_t *tu_encode(peft_ctx *ctx, peft_tokenizer *tok, const char *text, size_t len, int bos, int eos, size_t *n);
+char *tu_decode(peft_ctx *ctx, peft_tokenizer *tok, const int32_t *ids, size_t n, size_t *len);
+
 /* Run `peft <args>`, require exit 0 and a JSON object on stdout; the caller
  * frees it with cJSON_Delete. */
 struct cJSON *tu_peft_json(const char *args);
